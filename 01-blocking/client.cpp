@@ -1,0 +1,163 @@
+// 01-blocking/client.cpp: a blocking echo client.
+//
+// Sends its arguments (joined by spaces, ending in a newline, like echo(1)),
+// or else everything on standard input, to an echo server and writes what
+// comes back to standard output. Every call blocks: connect() until the
+// handshake is done, send() until the kernel has taken the bytes, recv()
+// until the echo arrives.
+//
+// It works in lock step: send one chunk, read back exactly that many bytes,
+// then the next chunk. A blocking client that sent everything before reading
+// could deadlock on a large input: the server would block sending echoes
+// nobody reads, stop reading, and our send() would block forever. (UNP's
+// str_cli escapes that with select(); see 03-select.)
+//
+// At the end of input it half-closes the connection with shutdown(SHUT_WR):
+// the server reads end of file, sends what it still has, and closes; we read
+// until that end of file, so no byte is lost.
+//
+// usage: client [--host ADDR] [--port PORT] [MESSAGE...]   (PORT 8001)
+//
+// strace: strace -e trace=connect,sendto,recvfrom,read,shutdown ./build/01-blocking/client --port PORT hello
+//   connect() = 0, sendto() of the message, recvfrom() that returns its
+//   echo, shutdown(SHUT_WR), and a last recvfrom() = 0 (the server closed).
+
+#include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/errors.hpp"
+#include "common/io.hpp"
+#include "common/net.hpp"
+#include "common/options.hpp"
+#include "common/unique_fd.hpp"
+
+using namespace iomodels;
+
+namespace {
+
+struct Totals {
+    std::uint64_t sent = 0;
+    std::uint64_t received = 0;
+};
+
+// Sends `chunk`, then reads back exactly as many bytes and writes them to
+// standard output. False (reported) if the server closed or failed first.
+bool echo_chunk(int fd, std::span<const std::byte> chunk, Totals& totals) {
+    if (!send_all(fd, chunk)) {
+        report_failure("send", errno);
+        return false;
+    }
+    totals.sent += chunk.size();
+    std::vector<std::byte> echo(chunk.size());
+    const ssize_t got = read_exact(fd, echo);  // recv may return the echo in several pieces
+    if (got == -1) {
+        report_failure("recv", errno);
+        return false;
+    }
+    totals.received += static_cast<std::size_t>(got);
+    if (!write_all(STDOUT_FILENO, std::span(echo).first(static_cast<std::size_t>(got)))) {
+        report_failure("write stdout", errno);
+        return false;
+    }
+    if (static_cast<std::size_t>(got) < chunk.size()) {
+        std::fprintf(stderr, "%s: the server closed the connection after echoing %zd of %zu bytes\n",
+                     program_name(), got, chunk.size());
+        return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 8001;
+    std::vector<std::string> words;
+    const CommandLine command{
+        .synopsis = "[--host ADDR] [--port PORT] [MESSAGE...]",
+        .purpose = "Blocking echo client: sends MESSAGE (or standard input) and prints the echo.",
+        .options =
+            {
+                {"--host", "ADDR", "server's IPv4 address (default 127.0.0.1)",
+                 [&host](std::string_view value) {
+                     host = value;
+                     return parse_ipv4(value).has_value();
+                 }},
+                {"--port", "PORT", "server's port (default 8001)",
+                 [&port](std::string_view value) {
+                     const auto parsed = parse_port(value);
+                     port = parsed.value_or(0);
+                     return parsed.has_value() && *parsed != 0;
+                 }},
+            },
+        .operand =
+            [&words](std::string_view word) {
+                words.emplace_back(word);
+                return true;
+            },
+        .operand_name = "MESSAGE",
+    };
+    parse_command_line_or_exit(command, argc, argv);
+
+    const unique_fd connection = connect_tcp(host, port);  // blocks through the TCP handshake
+    if (!connection) {
+        return 1;
+    }
+
+    Totals totals;
+    if (!words.empty()) {
+        std::string message;
+        for (const std::string& word : words) {
+            message += (message.empty() ? "" : " ") + word;
+        }
+        message += '\n';
+        if (!echo_chunk(connection.get(), std::as_bytes(std::span(message)), totals)) {
+            return 1;
+        }
+    } else {
+        std::array<std::byte, 64 * 1024> chunk;
+        for (;;) {
+            const ssize_t got = ::read(STDIN_FILENO, chunk.data(), chunk.size());  // blocks for input
+            if (got == -1) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                report_failure("read stdin", errno);
+                return 1;
+            }
+            if (got == 0) {
+                break;  // end of input
+            }
+            if (!echo_chunk(connection.get(), std::span(chunk).first(static_cast<std::size_t>(got)), totals)) {
+                return 1;
+            }
+        }
+    }
+
+    // Half-close: "no more data from me". The server sees end of file,
+    // closes, and our recv() returns 0.
+    if (::shutdown(connection.get(), SHUT_WR) == -1) {
+        report_failure("shutdown SHUT_WR", errno);
+        return 1;
+    }
+    std::array<std::byte, 1> extra;
+    const ssize_t after_eof = read_exact(connection.get(), extra);
+    if (after_eof != 0) {
+        std::fprintf(stderr, "%s: %s\n", program_name(),
+                     after_eof == -1 ? describe_failure("recv", errno).c_str()
+                                     : "the server sent more bytes than it was sent");
+        return 1;
+    }
+    std::fprintf(stderr, "%s: %llu bytes sent, %llu bytes echoed back\n", program_name(),
+                 static_cast<unsigned long long>(totals.sent), static_cast<unsigned long long>(totals.received));
+    return 0;
+}

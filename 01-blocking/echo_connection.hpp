@@ -1,0 +1,52 @@
+// 01-blocking/echo_connection.hpp: the blocking echo loop that all three
+// servers of this chapter share. They differ only in who runs it: a child
+// process (server.cpp), a thread (server_thread.cpp), or the one and only
+// thread, one client after another (server_iterative.cpp).
+#pragma once
+
+#include <errno.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "common/errors.hpp"
+#include "common/io.hpp"
+#include "common/server.hpp"
+
+// Echoes one connection until the client closes its sending side, then
+// returns the number of bytes echoed.
+//
+// Phase 1 of an input operation (wait for data) and phase 2 (copy it into
+// `buffer`) both happen inside recv(): the caller sleeps there until the
+// kernel has bytes for it, which is the whole of the blocking model.
+inline std::uint64_t echo_until_eof(int connection_fd, const iomodels::EventLog& log) {
+    std::array<std::byte, 64 * 1024> buffer;
+    std::uint64_t echoed = 0;
+    for (;;) {
+        const ssize_t received = ::recv(connection_fd, buffer.data(), buffer.size(), 0);
+        if (received == 0) {
+            break;  // end of file: the client shut down its sending side (or a stop did)
+        }
+        if (received == -1) {
+            if (errno == EINTR) {
+                continue;  // a signal handler ran before any byte arrived: wait again
+            }
+            log("recv on fd %d: %s", connection_fd, iomodels::describe_failure("recv", errno).c_str());
+            break;  // ECONNRESET and friends: this connection is over, the server is not
+        }
+        // recv returns what has arrived so far, perhaps a single byte: echo
+        // exactly those bytes. send_all loops until every one is sent (a send
+        // may be partial) and uses MSG_NOSIGNAL, so a client that has gone
+        // away gives EPIPE here instead of a SIGPIPE that kills the server.
+        const auto bytes = std::span(buffer).first(static_cast<std::size_t>(received));
+        if (!iomodels::send_all(connection_fd, bytes)) {
+            log("send on fd %d: %s", connection_fd, iomodels::describe_failure("send", errno).c_str());
+            break;
+        }
+        echoed += bytes.size();
+    }
+    return echoed;
+}

@@ -1,0 +1,79 @@
+// 01-blocking/server_iterative.cpp: a blocking echo server that serves one
+// connection at a time.
+//
+// The plainest blocking server: accept a client, echo it until it leaves,
+// only then accept the next. While it sleeps in recv() for the first client,
+// a second client's connection waits, complete but unaccepted, in the
+// listening socket's queue: its bytes reach the kernel, and no echo comes
+// back until the first client leaves. That wait is why server.cpp and
+// server_thread.cpp give each connection a process or a thread of its own.
+//
+// usage: server_iterative [PORT] [--host ADDR] [--quiet]   (PORT 8001; 0: any free port)
+//
+// strace: strace -e trace=accept4,recvfrom,sendto,close ./build/01-blocking/server_iterative 0
+//   one accept4(), that client's recvfrom()/sendto() pairs, its close(),
+//   and only then the next accept4(), in one process.
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <string>
+
+#include "common/errors.hpp"
+#include "common/net.hpp"
+#include "common/options.hpp"
+#include "common/server.hpp"
+#include "common/unique_fd.hpp"
+#include "echo_connection.hpp"
+
+using namespace iomodels;
+
+int main(int argc, char** argv) {
+    const ServerOptions options =
+        parse_server_options_or_exit(argc, argv, "Blocking echo server: one connection at a time.", 8001);
+    const EventLog log(options.quiet);
+
+    // The same socket, bind and listen that server.cpp writes out by hand.
+    const unique_fd listen_fd = listen_tcp(options.host, options.port, SOCK_CLOEXEC);
+    if (!listen_fd) {
+        return 1;
+    }
+    install_stop_handlers(listen_fd.get());
+    if (!print_ready_line(listen_fd.get())) {
+        return 1;
+    }
+
+    std::uint64_t connections = 0;
+    std::uint64_t bytes_echoed = 0;
+    while (!stop_requested()) {
+        sockaddr_in peer{};
+        socklen_t peer_length = sizeof peer;
+        unique_fd connection(
+            ::accept4(listen_fd.get(), reinterpret_cast<sockaddr*>(&peer), &peer_length, SOCK_CLOEXEC));
+        if (!connection) {
+            // EINTR / EINVAL: a stop signal. ECONNABORTED: the client left while queued.
+            if (errno != EINTR && errno != EINVAL && errno != ECONNABORTED) {
+                log("%s", describe_failure("accept", errno).c_str());
+            }
+            continue;
+        }
+        ++connections;
+        const std::string peer_name = format_address(peer);
+        log("accepted %s on fd %d", peer_name.c_str(), connection.get());
+
+        // A stop signal shuts this connection down too, so that a recv()
+        // sleeping for this client returns at once.
+        shut_down_on_stop(connection.get());
+        if (!stop_requested()) {
+            const std::uint64_t echoed = echo_until_eof(connection.get(), log);
+            bytes_echoed += echoed;
+            log("closed %s (%llu bytes echoed)", peer_name.c_str(), static_cast<unsigned long long>(echoed));
+        }
+        shut_down_on_stop(-1);  // before the descriptor is closed and its number reused
+    }
+
+    print_summary({{connections, "connections"}, {bytes_echoed, "bytes echoed"}});
+    return 0;
+}

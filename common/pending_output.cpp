@@ -1,0 +1,39 @@
+#include "common/pending_output.hpp"
+
+#include <errno.h>
+#include <sys/socket.h>
+
+namespace iomodels {
+
+void PendingOutput::append(std::span<const std::byte> bytes) {
+    // Drop the already-sent front before growing, so the vector holds at
+    // most what is still waiting plus this append.
+    if (sent_ > 0) {
+        bytes_.erase(bytes_.begin(), bytes_.begin() + static_cast<std::ptrdiff_t>(sent_));
+        sent_ = 0;
+    }
+    bytes_.insert(bytes_.end(), bytes.begin(), bytes.end());
+}
+
+PendingOutput::FlushResult PendingOutput::flush_to(int fd) {
+    std::size_t sent_now = 0;
+    while (!empty()) {
+        const ssize_t sent = ::send(fd, bytes_.data() + sent_, size(), MSG_NOSIGNAL);
+        if (sent == -1) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return {FlushStatus::would_block, sent_now, 0};
+            }
+            return {FlushStatus::error, sent_now, errno};
+        }
+        sent_ += static_cast<std::size_t>(sent);  // maybe partial: loop for the rest
+        sent_now += static_cast<std::size_t>(sent);
+    }
+    bytes_.clear();
+    sent_ = 0;
+    return {FlushStatus::done, sent_now, 0};
+}
+
+}  // namespace iomodels

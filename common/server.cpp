@@ -1,0 +1,96 @@
+#include "common/server.hpp"
+
+#include <errno.h>
+#include <sys/socket.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <string>
+
+#include "common/errors.hpp"
+#include "common/net.hpp"
+
+namespace iomodels {
+
+namespace {
+
+// The only mutable globals: what the signal handler must touch.
+volatile sig_atomic_t stop_flag = 0;
+volatile sig_atomic_t listen_fd_to_shut = -1;
+volatile sig_atomic_t connection_fd_to_shut = -1;
+
+void on_stop_signal(int) {
+    const int saved_errno = errno;  // a handler must not change errno under the code it interrupted
+    stop_flag = 1;
+    if (listen_fd_to_shut >= 0) {
+        ::shutdown(listen_fd_to_shut, SHUT_RD);  // wakes a blocked accept() with EINVAL
+    }
+    if (connection_fd_to_shut >= 0) {
+        ::shutdown(connection_fd_to_shut, SHUT_RDWR);  // a blocked recv() returns 0
+    }
+    errno = saved_errno;
+}
+
+}  // namespace
+
+bool print_ready_line(int listen_fd, std::string_view kind) {
+    const auto address = local_address(listen_fd);
+    if (!address) {
+        report_failure("getsockname", errno);
+        return false;
+    }
+    std::printf("listening on %.*s%s\n", static_cast<int>(kind.size()), kind.data(),
+                format_address(*address).c_str());
+    std::fflush(stdout);  // stdout may be a pipe to a test: do not keep the line in a buffer
+    return true;
+}
+
+void EventLog::operator()(const char* format, ...) const {
+    if (quiet_) {
+        return;
+    }
+    char line[512];
+    const int prefix = std::snprintf(line, sizeof line, "%s: ", program_name());
+    va_list args;
+    va_start(args, format);
+    std::vsnprintf(line + prefix, sizeof line - static_cast<std::size_t>(prefix), format, args);
+    va_end(args);
+    std::fprintf(stderr, "%s\n", line);
+}
+
+void print_summary(std::initializer_list<Count> counts) {
+    std::string line = std::string(program_name()) + ": summary:";
+    const char* separator = " ";
+    for (const Count& count : counts) {
+        line += separator;
+        line += std::to_string(count.value);
+        line += ' ';
+        line += count.what;
+        separator = ", ";
+    }
+    std::fprintf(stderr, "%s\n", line.c_str());
+}
+
+void install_stop_handlers(int listen_fd) {
+    listen_fd_to_shut = listen_fd;
+    struct sigaction action {};
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = 0;  // no SA_RESTART: interrupted blocking calls return EINTR
+    ::sigaction(SIGINT, &action, nullptr);
+    ::sigaction(SIGTERM, &action, nullptr);
+}
+
+void shut_down_on_stop(int connection_fd) noexcept { connection_fd_to_shut = connection_fd; }
+
+bool stop_requested() noexcept { return stop_flag != 0; }
+
+sigset_t stop_signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    return set;
+}
+
+}  // namespace iomodels

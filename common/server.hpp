@@ -1,0 +1,59 @@
+// What every echo server prints and how it stops (CONTRACT.md):
+// - the ready line on stdout: "listening on 127.0.0.1:PORT";
+// - per-event log lines on stderr, silenced by --quiet;
+// - SIGINT/SIGTERM: stop, then one summary line on stderr, exit 0.
+#pragma once
+
+#include <signal.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <string_view>
+
+namespace iomodels {
+
+// Prints "listening on ADDR:PORT" (the port really bound, found with
+// getsockname, so port 0 shows the kernel's choice) on stdout and flushes.
+// Pass "udp " as `kind` for "listening on udp ADDR:PORT". Returns false if
+// getsockname failed (reported).
+bool print_ready_line(int listen_fd, std::string_view kind = "");
+
+// Per-event log lines: "server: accepted 127.0.0.1:40278 on fd 4".
+class EventLog {
+public:
+    explicit EventLog(bool quiet) : quiet_(quiet) {}
+    // printf-style; one fprintf per line, so lines from threads do not mix.
+    [[gnu::format(printf, 2, 3)]] void operator()(const char* format, ...) const;
+    [[nodiscard]] bool quiet() const noexcept { return quiet_; }
+
+private:
+    bool quiet_;
+};
+
+// One counter of the summary line.
+struct Count {
+    std::uint64_t value;
+    std::string_view what;  // "connections", "bytes echoed", "epoll_wait calls"
+};
+
+// "server: summary: 3 connections, 1536 bytes echoed, 3 children forked"
+void print_summary(std::initializer_list<Count> counts);
+
+// SIGINT and SIGTERM ask the program to stop. The handler only sets a flag
+// (and, if `listen_fd` >= 0, shuts that socket down so that a blocked
+// accept() returns at once: shutdown is async-signal-safe). It is installed
+// without SA_RESTART, so a blocking call the signal interrupts fails with
+// EINTR and the loop around it can look at stop_requested().
+void install_stop_handlers(int listen_fd = -1);
+
+// Also shut this connected socket down (SHUT_RDWR) when a stop signal
+// arrives, so that a recv() blocked on it returns 0 at once; -1: none. For a
+// server with one connection at a time; set it back to -1 before closing.
+void shut_down_on_stop(int connection_fd) noexcept;
+
+bool stop_requested() noexcept;
+
+// The signal set {SIGINT, SIGTERM}, for sigprocmask/ppoll/epoll_pwait/signalfd.
+sigset_t stop_signals();
+
+}  // namespace iomodels
