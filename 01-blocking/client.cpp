@@ -105,6 +105,7 @@ int main(int argc, char** argv) {
                 return true;
             },
         .operand_name = "MESSAGE",
+        .operand_hint = "",
     };
     parse_command_line_or_exit(command, argc, argv);
 

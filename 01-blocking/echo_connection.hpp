@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -17,12 +18,15 @@
 #include "common/server.hpp"
 
 // Echoes one connection until the client closes its sending side, then
-// returns the number of bytes echoed.
+// returns the number of bytes echoed. Each chunk is also added to
+// `total_echoed` as soon as it is sent, so a server's summary counts the
+// bytes of a connection that a stop cut short.
 //
 // Phase 1 of an input operation (wait for data) and phase 2 (copy it into
 // `buffer`) both happen inside recv(): the caller sleeps there until the
 // kernel has bytes for it, which is the whole of the blocking model.
-inline std::uint64_t echo_until_eof(int connection_fd, const iomodels::EventLog& log) {
+inline std::uint64_t echo_until_eof(int connection_fd, const iomodels::EventLog& log,
+                                    std::atomic<std::uint64_t>& total_echoed) {
     std::array<std::byte, 64 * 1024> buffer;
     std::uint64_t echoed = 0;
     for (;;) {
@@ -47,6 +51,7 @@ inline std::uint64_t echo_until_eof(int connection_fd, const iomodels::EventLog&
             break;
         }
         echoed += bytes.size();
+        total_echoed += bytes.size();
     }
     return echoed;
 }

@@ -84,7 +84,8 @@ public:
         block_signals(SIG_UNBLOCK, {SIGCHLD});
     }
 
-    // SIGTERM to every child still running, then waits for each.
+    // SIGTERM to every child still running (each then ends its
+    // connection and exits), then waits for each.
     void terminate_all() {
         block_signals(SIG_BLOCK, {SIGCHLD});
         for (const pid_t pid : pids_) {
@@ -193,21 +194,22 @@ int main(int argc, char** argv) {
         ++connections;
         const std::string peer_name = format_address(peer);
 
-        // Stop signals stay blocked across fork() until the child has put
-        // back their default action: a SIGTERM meant for the child must not
-        // run the parent's handler in it (which would shut the shared
-        // listening socket down).
+        // Stop signals stay blocked across fork() until the child has its
+        // own stop handling: a SIGTERM meant for the child must not run the
+        // parent's handler in it, which would shut down the listening
+        // socket the two processes share.
         block_signals(SIG_BLOCK, {SIGINT, SIGTERM});
         const pid_t pid = ::fork();
         if (pid == 0) {
-            // Child: serve this one client, then exit.
-            ::signal(SIGINT, SIG_DFL);
-            ::signal(SIGTERM, SIG_DFL);
+            // Child: serve this one client, then exit. A stop signal shuts
+            // the connection down, so a recv() sleeping for the client
+            // returns 0 and the child finishes like any other.
             ::signal(SIGCHLD, SIG_DFL);
+            install_stop_handlers(-1);
+            shut_down_on_stop(connection.get());
             block_signals(SIG_UNBLOCK, {SIGINT, SIGTERM});
             listen_fd.reset();  // the parent keeps listening; the child only needs its connection
-            const std::uint64_t echoed = echo_until_eof(connection.get(), log);
-            bytes_echoed->fetch_add(echoed);
+            const std::uint64_t echoed = echo_until_eof(connection.get(), log, *bytes_echoed);
             log("closed %s (pid %d, %llu bytes echoed)", peer_name.c_str(), static_cast<int>(::getpid()),
                 static_cast<unsigned long long>(echoed));
             connection.reset();

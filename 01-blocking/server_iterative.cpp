@@ -18,6 +18,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -46,7 +47,7 @@ int main(int argc, char** argv) {
     }
 
     std::uint64_t connections = 0;
-    std::uint64_t bytes_echoed = 0;
+    std::atomic<std::uint64_t> bytes_echoed{0};  // atomic only because echo_until_eof takes one
     while (!stop_requested()) {
         sockaddr_in peer{};
         socklen_t peer_length = sizeof peer;
@@ -67,13 +68,12 @@ int main(int argc, char** argv) {
         // sleeping for this client returns at once.
         shut_down_on_stop(connection.get());
         if (!stop_requested()) {
-            const std::uint64_t echoed = echo_until_eof(connection.get(), log);
-            bytes_echoed += echoed;
+            const std::uint64_t echoed = echo_until_eof(connection.get(), log, bytes_echoed);
             log("closed %s (%llu bytes echoed)", peer_name.c_str(), static_cast<unsigned long long>(echoed));
         }
         shut_down_on_stop(-1);  // before the descriptor is closed and its number reused
     }
 
-    print_summary({{connections, "connections"}, {bytes_echoed, "bytes echoed"}});
+    print_summary({{connections, "connections"}, {bytes_echoed.load(), "bytes echoed"}});
     return 0;
 }

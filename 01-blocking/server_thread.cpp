@@ -118,8 +118,7 @@ int main(int argc, char** argv) {
             // The thread owns the connection from here on. Detached: it ends
             // by itself, and `connections` tells main when all have ended.
             std::thread([&connections, &bytes_echoed, &log, connection = std::move(connection), peer_name]() mutable {
-                const std::uint64_t echoed = echo_until_eof(connection.get(), log);
-                bytes_echoed += echoed;
+                const std::uint64_t echoed = echo_until_eof(connection.get(), log, bytes_echoed);
                 log("closed %s (%llu bytes echoed)", peer_name.c_str(), static_cast<unsigned long long>(echoed));
                 connections.remove(connection.get());
                 connection.reset();  // after remove(): see Connections

@@ -1,0 +1,292 @@
+// The echo conformance suite: what CONTRACT.md promises of every TCP echo
+// server, checked with real clients against the real program. A chapter
+// registers a server with one line in tests/CMakeLists.txt:
+//
+//   add_echo_conformance(epoll_lt_server event_loop)
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "catch.hpp"
+#include "common/net.hpp"
+#include "conformance/server_under_test.hpp"
+#include "harness/harness.hpp"
+
+using namespace harness;
+using conformance::Model;
+using conformance::server_under_test;
+
+namespace {
+
+Server start() { return start_server(server_under_test.path, {"--quiet"}); }
+
+std::string program() {
+    const std::string path = server_under_test.path;
+    return path.substr(path.rfind('/') + 1);
+}
+
+// True if something arrives on `fd` within `timeout`.
+bool readable_within(int fd, std::chrono::milliseconds timeout) {
+    pollfd readable{fd, POLLIN, 0};
+    return ::poll(&readable, 1, static_cast<int>(timeout.count())) == 1;
+}
+
+}  // namespace
+
+TEST_CASE("prints the ready line with the port the kernel chose and echoes one message") {
+    Server server = start();
+    CHECK(server.port != 0);
+    const Exchange echo = echo_once(server.port, "hello\n");
+    CHECK(echo.received == "hello\n");
+    CHECK(echo.eof);
+    stop_server(server);
+}
+
+TEST_CASE("echoes NUL bytes and every other byte value unchanged") {
+    Server server = start();
+    std::string payload("a\0b\0\0c\n", 7);
+    for (int value = 0; value < 256; ++value) {
+        payload += static_cast<char>(value);
+    }
+    const Exchange echo = echo_once(server.port, payload);
+    CHECK(echo.error == 0);
+    CHECK(echo.received.size() == payload.size());
+    CHECK(echo.received == payload);
+    stop_server(server);
+}
+
+TEST_CASE("echoes 1 MiB of random bytes sent in random chunks, in order") {
+    Server server = start();
+    const std::string payload = random_bytes(1 << 20, 1);
+    unique_fd client = connect_to(server.port);
+    REQUIRE(client.valid());
+    const Exchange echo = exchange(client.get(), payload, random_chunks(payload.size(), 20000, 2), true);
+    CHECK_FALSE(echo.timed_out);
+    CHECK(echo.error == 0);
+    CHECK(echo.received.size() == payload.size());
+    CHECK(echo.received == payload);  // byte for byte
+    stop_server(server);
+}
+
+TEST_CASE("serves 50 concurrent clients sending 64 KiB each") {
+    Server server = start();
+    constexpr int client_count = 50;
+    std::vector<std::string> payloads;
+    for (int i = 0; i < client_count; ++i) {
+        payloads.push_back(random_bytes(64 * 1024, 100 + static_cast<std::uint32_t>(i)));
+    }
+    std::vector<Exchange> results(client_count);
+    std::vector<std::thread> clients;
+    for (int i = 0; i < client_count; ++i) {
+        clients.emplace_back([&, i] {
+            // No Catch2 assertions in these threads: they are not thread-safe.
+            unique_fd fd = connect_to(server.port);
+            if (!fd) {
+                results[i].error = errno;
+                return;
+            }
+            results[i] = exchange(fd.get(), payloads[i], random_chunks(payloads[i].size(), 8192, 200 + i), true, 60s);
+        });
+    }
+    for (std::thread& client : clients) {
+        client.join();
+    }
+    for (int i = 0; i < client_count; ++i) {
+        INFO("client " << i);
+        CHECK(results[i].error == 0);
+        CHECK_FALSE(results[i].timed_out);
+        CHECK(results[i].received == payloads[i]);
+    }
+    const std::string summary = stop_server(server);
+    CHECK(summary_count(summary, "connections") == client_count);
+    CHECK(summary_count(summary, "bytes echoed") == client_count * 64 * 1024);
+}
+
+TEST_CASE("a client that half-closes still gets every byte back") {
+    Server server = start();
+    const std::string payload = random_bytes(200 * 1000, 3);
+    unique_fd client = connect_to(server.port);
+    REQUIRE(client.valid());
+    // Everything is sent and shutdown(SHUT_WR) follows before a single echo
+    // is read: the server reads EOF while it still owes us bytes.
+    REQUIRE(::send(client.get(), payload.data(), payload.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(payload.size()));
+    REQUIRE(::shutdown(client.get(), SHUT_WR) == 0);
+    const Exchange echo = exchange(client.get(), "", {}, true);
+    CHECK(echo.eof);  // and then the server closed
+    CHECK(echo.received.size() == payload.size());
+    CHECK(echo.received == payload);
+    stop_server(server);
+}
+
+TEST_CASE("a client that resets the connection does not stop the server") {
+    Server server = start();
+    {
+        // Reset right after connecting.
+        unique_fd client = connect_to(server.port);
+        REQUIRE(client.valid());
+        reset_connection(client);
+    }
+    {
+        // Reset while the server is busy echoing 1 MiB we never read.
+        unique_fd client = connect_to(server.port);
+        REQUIRE(client.valid());
+        const std::string payload = random_bytes(1 << 20, 4);
+        REQUIRE(::fcntl(client.get(), F_SETFL, O_NONBLOCK) == 0);
+        std::size_t sent = 0;
+        while (sent < payload.size()) {
+            const ssize_t n = ::send(client.get(), payload.data() + sent, payload.size() - sent, MSG_NOSIGNAL);
+            if (n <= 0) {
+                break;  // EAGAIN: the buffers are full, which is what we wanted
+            }
+            sent += static_cast<std::size_t>(n);
+        }
+        reset_connection(client);
+    }
+    const Exchange echo = echo_once(server.port, "still there?");
+    CHECK(echo.received == "still there?");
+    CHECK(server.process.running());
+    stop_server(server);
+}
+
+TEST_CASE("a client that never reads does not stop the others") {
+    Server server = start();
+    // The greedy client sends until every buffer between it and the server
+    // is full, and never reads a byte of the echo.
+    unique_fd greedy = connect_to(server.port);
+    REQUIRE(greedy.valid());
+    REQUIRE(::fcntl(greedy.get(), F_SETFL, O_NONBLOCK) == 0);
+    const std::string block = random_bytes(64 * 1024, 5);
+    std::size_t greedy_sent = 0;
+    int full_in_a_row = 0;
+    while (full_in_a_row < 20 && greedy_sent < (64u << 20)) {
+        const ssize_t n = ::send(greedy.get(), block.data(), block.size(), MSG_NOSIGNAL);
+        if (n > 0) {
+            greedy_sent += static_cast<std::size_t>(n);
+            full_in_a_row = 0;
+        } else {
+            REQUIRE(errno == EAGAIN);
+            ++full_in_a_row;  // the server may still be draining: look again shortly
+            pollfd writable{greedy.get(), POLLOUT, 0};
+            ::poll(&writable, 1, 10);
+        }
+    }
+    INFO("the greedy client got " << greedy_sent << " bytes in before the buffers filled");
+
+    unique_fd other = connect_to(server.port);
+    REQUIRE(other.valid());
+    if (server_under_test.model == Model::one_at_a_time) {
+        // The documented exception: one connection at a time. The other
+        // client waits, unserved, until the greedy one leaves.
+        REQUIRE(::send(other.get(), "next", 4, MSG_NOSIGNAL) == 4);
+        CHECK_FALSE(readable_within(other.get(), 500ms));
+        reset_connection(greedy);
+        char back[4];
+        REQUIRE(readable_within(other.get(), 10s));
+        CHECK(::recv(other.get(), back, sizeof back, MSG_WAITALL) == 4);
+        CHECK(std::string(back, 4) == "next");
+    } else {
+        const Exchange echo = exchange(other.get(), "not starved", {}, true, 5s);
+        CHECK_FALSE(echo.timed_out);
+        CHECK(echo.received == "not starved");
+        reset_connection(greedy);
+    }
+    stop_server(server);
+}
+
+TEST_CASE("leaves no descriptors, threads or child processes behind") {
+    Server server = start();
+    const Resources before = resources_of(server.process.pid());
+    for (int i = 0; i < 20; ++i) {
+        REQUIRE(echo_once(server.port, "sequential " + std::to_string(i)).eof);
+    }
+    std::vector<std::thread> clients;
+    std::atomic<int> good{0};
+    for (int i = 0; i < 10; ++i) {
+        clients.emplace_back([&, i] {
+            const std::string message = "concurrent " + std::to_string(i);
+            if (echo_once(server.port, message).received == message) {
+                ++good;
+            }
+        });
+    }
+    for (std::thread& client : clients) {
+        client.join();
+    }
+    CHECK(good == 10);
+    // The server closes a connection after it reads our EOF, a moment after
+    // we see its FIN: wait (with a deadline) for the counts to come back.
+    Resources after;
+    const bool back_to_baseline = eventually([&] {
+        after = resources_of(server.process.pid());
+        return after.descriptors == before.descriptors && after.threads == before.threads && after.children == 0;
+    });
+    INFO("descriptors " << before.descriptors << " -> " << after.descriptors << ", threads " << before.threads
+                        << " -> " << after.threads << ", children " << after.children << " (zombies "
+                        << after.zombies << ")");
+    CHECK(back_to_baseline);
+    CHECK(after.zombies == 0);
+    const std::string summary = stop_server(server);
+    CHECK(summary_count(summary, "connections") == 30);
+}
+
+TEST_CASE("SIGTERM and SIGINT stop it with exit 0 and a summary, even with a client connected") {
+    const int signal = GENERATE(SIGTERM, SIGINT);
+    Server server = start();
+    for (const char* message : {"one", "two", "three"}) {
+        REQUIRE(echo_once(server.port, message).received == message);
+    }
+    // A client that has been served once and then stays connected and
+    // silent: the server (or its child or thread) sleeps waiting for it.
+    unique_fd idle = connect_to(server.port);
+    REQUIRE(idle.valid());
+    REQUIRE(exchange(idle.get(), "!", {}, false).received == "!");
+    const auto status = server.process.stop(signal, 10s);
+    const std::string err = server.process.stderr_text();
+    INFO("signal " << signal << ", stderr:\n" << err);
+    REQUIRE(status.has_value());  // it stopped within the deadline
+    CHECK(status->describe() == "exit 0");
+    const auto at = err.find(program() + ": summary: ");
+    REQUIRE(at != std::string::npos);
+    const std::string summary = err.substr(at, err.find('\n', at) - at);
+    CHECK(summary_count(summary, "bytes echoed") == 12);  // "one" + "two" + "three" + "!"
+    // And the server closed our idle connection on its way out.
+    CHECK(readable_within(idle.get(), 5s));
+    char byte;
+    CHECK(::recv(idle.get(), &byte, 1, 0) <= 0);
+}
+
+TEST_CASE("a port in use gives the contract's bind error and exit 1") {
+    const iomodels::unique_fd taken = iomodels::listen_tcp("127.0.0.1", 0);
+    REQUIRE(taken.valid());
+    const auto port = std::to_string(ntohs(iomodels::local_address(taken.get())->sin_port));
+    const Completed result = run({server_under_test.path, port});
+    CHECK(result.status.describe() == "exit 1");
+    CHECK(result.out.empty());  // no ready line
+    CHECK(result.err == program() + ": bind 127.0.0.1:" + port + ": Address already in use [EADDRINUSE]\n");
+}
+
+TEST_CASE("bad arguments give the usage on stderr and exit 2, --help gives it on stdout") {
+    const std::vector<std::vector<std::string>> bad = {
+        {"70000"}, {"-1"}, {"port"}, {"1", "2"}, {"--bogus"}, {"--host"}, {"--host", "localhost.invalid"},
+        {"--host", "300.1.1.1"}, {"--quiet=yes"},
+    };
+    for (const auto& args : bad) {
+        std::vector<std::string> argv{server_under_test.path};
+        argv.insert(argv.end(), args.begin(), args.end());
+        const Completed result = run(argv);
+        INFO("arguments: " << args[0] << (args.size() > 1 ? " " + args[1] : ""));
+        CHECK(result.status.describe() == "exit 2");
+        CHECK(result.out.empty());
+        CHECK(result.err.find("usage: " + program()) != std::string::npos);
+    }
+    const Completed help = run({server_under_test.path, "--help"});
+    CHECK(help.status.describe() == "exit 0");
+    CHECK(help.out.find("usage: " + program()) != std::string::npos);
+    CHECK(help.err.empty());
+}

@@ -1,0 +1,514 @@
+#include "harness/harness.hpp"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "catch.hpp"
+#include "common/io.hpp"
+#include "common/net.hpp"
+
+extern char** environ;
+
+namespace harness {
+
+namespace {
+
+int remaining_ms(Clock::time_point deadline) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    return left > 0 ? static_cast<int>(left) : 0;
+}
+
+ExitStatus decode(int raw) {
+    ExitStatus status;
+    if (WIFEXITED(raw)) {
+        status.exited = true;
+        status.code = WEXITSTATUS(raw);
+    } else if (WIFSIGNALED(raw)) {
+        status.signal = WTERMSIG(raw);
+    }
+    return status;
+}
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+}  // namespace
+
+std::string ExitStatus::describe() const {
+    if (exited) {
+        return "exit " + std::to_string(code);
+    }
+    const char* name = ::sigabbrev_np(signal);
+    return std::string("killed by SIG") + (name ? name : std::to_string(signal).c_str());
+}
+
+// ---- Process -------------------------------------------------------------
+
+Process Process::start(const std::vector<std::string>& argv, const StartOptions& options) {
+    REQUIRE(!argv.empty());
+    Process process;
+
+    std::array<int, 2> out{};
+    REQUIRE(::pipe2(out.data(), O_CLOEXEC) == 0);
+    process.stdout_.reset(out[0]);
+    unique_fd out_write(out[1]);
+
+    std::array<int, 2> in{-1, -1};
+    unique_fd in_read;
+    if (!options.stdin_data.empty()) {
+        REQUIRE(::pipe2(in.data(), O_CLOEXEC) == 0);
+        in_read.reset(in[0]);
+        process.stdin_.reset(in[1]);
+    } else {
+        in_read.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    }
+    REQUIRE(in_read.valid());
+
+    std::string err_template = "/tmp/iomodels-stderr-XXXXXX";
+    unique_fd err(::mkostemp(err_template.data(), O_CLOEXEC));
+    REQUIRE(err.valid());
+    process.stderr_path_ = err_template;
+
+    // Everything the child needs is built before fork(): between fork and
+    // exec a child of a multi-threaded test may only make async-signal-safe calls.
+    std::vector<char*> child_argv;
+    for (const std::string& arg : argv) {
+        child_argv.push_back(const_cast<char*>(arg.c_str()));
+    }
+    child_argv.push_back(nullptr);
+    std::vector<std::string> env_strings;
+    for (char** entry = environ; *entry != nullptr; ++entry) {
+        env_strings.emplace_back(*entry);
+    }
+    env_strings.insert(env_strings.end(), options.env.begin(), options.env.end());
+    std::vector<char*> child_env;
+    for (std::string& entry : env_strings) {
+        child_env.push_back(entry.data());
+    }
+    child_env.push_back(nullptr);
+    const rlimit nofile{static_cast<rlim_t>(options.rlimit_nofile), static_cast<rlim_t>(options.rlimit_nofile)};
+
+    const pid_t pid = ::fork();
+    REQUIRE(pid != -1);
+    if (pid == 0) {
+        ::dup2(in_read.get(), STDIN_FILENO);
+        ::dup2(out_write.get(), STDOUT_FILENO);
+        ::dup2(err.get(), STDERR_FILENO);
+        ::close_range(3, ~0U, 0);  // no test descriptor leaks into the program
+        // Default signal dispositions and an empty mask, whatever the test
+        // runner had: SIGPIPE must kill a server that forgets MSG_NOSIGNAL.
+        for (int signal = 1; signal < NSIG; ++signal) {
+            ::signal(signal, SIG_DFL);
+        }
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        if (options.rlimit_nofile > 0) {
+            ::setrlimit(RLIMIT_NOFILE, &nofile);
+        }
+        ::execve(child_argv[0], child_argv.data(), child_env.data());
+        ::execvpe(child_argv[0], child_argv.data(), child_env.data());  // "strace": search PATH
+        ::_exit(127);
+    }
+    process.pid_ = pid;
+    return process;
+}
+
+Process::Process(Process&& other) noexcept
+    : pid_(std::exchange(other.pid_, -1)),
+      stdin_(std::move(other.stdin_)),
+      stdout_(std::move(other.stdout_)),
+      stdout_buffer_(std::move(other.stdout_buffer_)),
+      stderr_path_(std::move(other.stderr_path_)),
+      status_(other.status_) {
+    other.stderr_path_.clear();
+    other.status_ = ExitStatus{};
+}
+
+Process::~Process() {
+    if (pid_ > 0 && !status_) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+    }
+    if (!stderr_path_.empty()) {
+        ::unlink(stderr_path_.c_str());
+    }
+}
+
+std::optional<std::string> Process::read_stdout_line(std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+        if (const auto newline = stdout_buffer_.find('\n'); newline != std::string::npos) {
+            std::string line = stdout_buffer_.substr(0, newline);
+            stdout_buffer_.erase(0, newline + 1);
+            return line;
+        }
+        pollfd readable{stdout_.get(), POLLIN, 0};
+        const int ready = ::poll(&readable, 1, remaining_ms(deadline));
+        if (ready == 0) {
+            return std::nullopt;  // deadline
+        }
+        if (ready == -1) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return std::nullopt;
+        }
+        char chunk[4096];
+        const ssize_t got = ::read(stdout_.get(), chunk, sizeof chunk);
+        if (got <= 0) {
+            return std::nullopt;  // EOF: the program closed stdout (or exited)
+        }
+        stdout_buffer_.append(chunk, static_cast<std::size_t>(got));
+    }
+}
+
+std::string Process::read_stdout_all(std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (remaining_ms(deadline) > 0) {
+        pollfd readable{stdout_.get(), POLLIN, 0};
+        if (::poll(&readable, 1, remaining_ms(deadline)) <= 0) {
+            continue;
+        }
+        char chunk[65536];
+        const ssize_t got = ::read(stdout_.get(), chunk, sizeof chunk);
+        if (got <= 0) {
+            break;
+        }
+        stdout_buffer_.append(chunk, static_cast<std::size_t>(got));
+    }
+    return std::exchange(stdout_buffer_, {});
+}
+
+std::optional<ExitStatus> Process::wait(std::chrono::milliseconds timeout) {
+    if (status_) {
+        return status_;
+    }
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+        int raw = 0;
+        const pid_t result = ::waitpid(pid_, &raw, WNOHANG);
+        if (result == pid_) {
+            status_ = decode(raw);
+            return status_;
+        }
+        if (Clock::now() >= deadline) {
+            return std::nullopt;
+        }
+        std::this_thread::sleep_for(2ms);  // polling with a deadline, not a hope
+    }
+}
+
+void Process::signal(int signal) const {
+    if (!status_) {
+        ::kill(pid_, signal);
+    }
+}
+
+std::optional<ExitStatus> Process::stop(int signal, std::chrono::milliseconds timeout) {
+    this->signal(signal);
+    return wait(timeout);
+}
+
+std::string Process::stderr_text() const { return read_file(stderr_path_); }
+
+Completed run(const std::vector<std::string>& argv, const StartOptions& options, std::chrono::milliseconds timeout) {
+    Process process = Process::start(argv, options);
+    const auto deadline = Clock::now() + timeout;
+    std::string_view to_write = options.stdin_data;
+    std::string out;
+    // Feed stdin and drain stdout together: a program that echoes its input
+    // would block on a full stdout pipe while we block on a full stdin pipe.
+    while (process.stdout_.valid() && remaining_ms(deadline) > 0) {
+        std::array<pollfd, 2> fds{{{process.stdout_.get(), POLLIN, 0}, {process.stdin_.get(), POLLOUT, 0}}};
+        const nfds_t count = process.stdin_.valid() ? 2 : 1;
+        if (::poll(fds.data(), count, remaining_ms(deadline)) <= 0) {
+            continue;
+        }
+        if (count == 2 && (fds[1].revents & (POLLOUT | POLLERR | POLLHUP)) != 0) {
+            const ssize_t written = ::write(process.stdin_.get(), to_write.data(), std::min<std::size_t>(to_write.size(), 65536));
+            if (written > 0) {
+                to_write.remove_prefix(static_cast<std::size_t>(written));
+            }
+            if (written <= 0 || to_write.empty()) {
+                process.stdin_.reset();  // EOF for the program (or it stopped reading)
+            }
+        }
+        if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+            char chunk[65536];
+            const ssize_t got = ::read(process.stdout_.get(), chunk, sizeof chunk);
+            if (got <= 0) {
+                process.stdout_.reset();
+            } else {
+                out.append(chunk, static_cast<std::size_t>(got));
+            }
+        }
+    }
+    const auto status = process.wait(std::chrono::milliseconds(std::max(remaining_ms(deadline), 100)));
+    INFO("command: " << argv[0]);
+    REQUIRE(status.has_value());  // it ended before the deadline
+    return {*status, out, process.stderr_text()};
+}
+
+// ---- servers -------------------------------------------------------------
+
+Server start_server(const std::string& path, const std::vector<std::string>& args, const StartOptions& options,
+                    const std::vector<std::string>& wrapper) {
+    std::vector<std::string> argv = wrapper;
+    argv.push_back(path);
+    argv.push_back("0");
+    argv.insert(argv.end(), args.begin(), args.end());
+    Process process = Process::start(argv, options);
+    const auto line = process.read_stdout_line(10s);
+    INFO("server: " << path << "\nstderr:\n" << process.stderr_text());
+    REQUIRE(line.has_value());  // the ready line came within 10 s
+    const std::string prefix = "listening on 127.0.0.1:";
+    REQUIRE(line->rfind(prefix, 0) == 0);
+    const auto port = iomodels::parse_port(std::string_view(*line).substr(prefix.size()));
+    REQUIRE(port.has_value());
+    REQUIRE(*port != 0);
+    return Server{std::move(process), *port};
+}
+
+std::string stop_server(Server& server) {
+    const auto status = server.process.stop(SIGTERM, 10s);
+    const std::string err = server.process.stderr_text();
+    INFO("stderr:\n" << err);
+    REQUIRE(status.has_value());  // it stopped within 10 s of SIGTERM
+    INFO("status: " << status->describe());
+    REQUIRE(status->exited);
+    REQUIRE(status->code == 0);
+    std::istringstream lines(err);
+    std::string line;
+    std::string summary;
+    int summaries = 0;
+    while (std::getline(lines, line)) {
+        if (line.find(": summary: ") != std::string::npos) {
+            summary = line;
+            ++summaries;
+        }
+    }
+    REQUIRE(summaries == 1);
+    return summary;
+}
+
+std::optional<std::uint64_t> summary_count(std::string_view summary, std::string_view what) {
+    // "..., 12 bytes echoed, ..." : find " what" preceded by a number
+    const std::string needle = " " + std::string(what);
+    std::size_t at = summary.find(needle);
+    while (at != std::string_view::npos) {
+        const std::size_t after = at + needle.size();
+        const bool whole = after == summary.size() || summary[after] == ',';
+        std::size_t begin = at;
+        while (begin > 0 && summary[begin - 1] >= '0' && summary[begin - 1] <= '9') {
+            --begin;
+        }
+        if (whole && begin < at) {
+            return std::stoull(std::string(summary.substr(begin, at - begin)));
+        }
+        at = summary.find(needle, at + 1);
+    }
+    return std::nullopt;
+}
+
+// ---- clients -------------------------------------------------------------
+
+unique_fd connect_to(std::uint16_t port) {
+    unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) {
+        return fd;
+    }
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) == -1) {
+        return unique_fd{};
+    }
+    return fd;
+}
+
+std::string random_bytes(std::size_t size, std::uint32_t seed) {
+    std::mt19937 generator(seed);
+    std::uniform_int_distribution<int> byte(0, 255);
+    std::string bytes(size, '\0');
+    for (char& c : bytes) {
+        c = static_cast<char>(byte(generator));
+    }
+    return bytes;
+}
+
+std::vector<std::size_t> random_chunks(std::size_t total, std::size_t max_chunk, std::uint32_t seed) {
+    std::mt19937 generator(seed);
+    std::uniform_int_distribution<std::size_t> size(1, max_chunk);
+    std::vector<std::size_t> chunks;
+    while (total > 0) {
+        const std::size_t chunk = std::min(total, size(generator));
+        chunks.push_back(chunk);
+        total -= chunk;
+    }
+    return chunks;
+}
+
+Exchange exchange(int fd, std::string_view payload, const std::vector<std::size_t>& chunks, bool half_close,
+                  std::chrono::milliseconds timeout) {
+    Exchange result;
+    const auto deadline = Clock::now() + timeout;
+    const int flags = ::fcntl(fd, F_GETFL);
+    ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+
+    std::size_t sent = 0;
+    std::size_t chunk_index = 0;
+    std::size_t chunk_left = chunks.empty() ? payload.size() : chunks[0];
+    bool shut = false;
+    for (;;) {
+        const bool sending = sent < payload.size();
+        if (!sending && half_close && !shut) {
+            ::shutdown(fd, SHUT_WR);
+            shut = true;
+        }
+        const bool done = half_close ? result.eof : result.received.size() >= payload.size();
+        if (done) {
+            break;
+        }
+        if (remaining_ms(deadline) == 0) {
+            result.timed_out = true;
+            break;
+        }
+        pollfd events{fd, static_cast<short>(POLLIN | (sending ? POLLOUT : 0)), 0};
+        if (::poll(&events, 1, std::min(remaining_ms(deadline), 1000)) <= 0) {
+            continue;
+        }
+        if (sending && (events.revents & POLLOUT) != 0) {
+            const ssize_t n = ::send(fd, payload.data() + sent, chunk_left, MSG_NOSIGNAL);
+            if (n > 0) {
+                sent += static_cast<std::size_t>(n);
+                chunk_left -= static_cast<std::size_t>(n);
+                if (chunk_left == 0 && sent < payload.size()) {
+                    ++chunk_index;
+                    chunk_left = chunk_index < chunks.size() ? chunks[chunk_index] : payload.size() - sent;
+                }
+            } else if (n == -1 && errno != EAGAIN && errno != EINTR) {
+                result.error = errno;
+                break;
+            }
+        }
+        if ((events.revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+            char buffer[65536];
+            const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+            if (n > 0) {
+                result.received.append(buffer, static_cast<std::size_t>(n));
+            } else if (n == 0) {
+                result.eof = true;
+                if (!half_close || sending) {
+                    break;  // closed before we were done
+                }
+            } else if (errno != EAGAIN && errno != EINTR) {
+                result.error = errno;
+                break;
+            }
+        }
+    }
+    ::fcntl(fd, F_SETFL, flags);
+    return result;
+}
+
+Exchange echo_once(std::uint16_t port, std::string_view payload, std::chrono::milliseconds timeout) {
+    unique_fd fd = connect_to(port);
+    if (!fd) {
+        Exchange failed;
+        failed.error = errno;
+        return failed;
+    }
+    return exchange(fd.get(), payload, {}, true, timeout);
+}
+
+void reset_connection(unique_fd& fd) {
+    const linger abort_on_close{1, 0};
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close);
+    fd.reset();
+}
+
+// ---- /proc ---------------------------------------------------------------
+
+Resources resources_of(pid_t pid) {
+    Resources resources;
+    const std::string base = "/proc/" + std::to_string(pid);
+    if (DIR* fds = ::opendir((base + "/fd").c_str())) {
+        while (const dirent* entry = ::readdir(fds)) {
+            if (entry->d_name[0] != '.') {
+                ++resources.descriptors;
+            }
+        }
+        ::closedir(fds);
+    }
+    std::ifstream status(base + "/status");
+    for (std::string line; std::getline(status, line);) {
+        if (line.rfind("Threads:", 0) == 0) {
+            resources.threads = std::stoi(line.substr(8));
+        }
+    }
+    // Children: every process whose parent is `pid` (/proc/N/stat field 4);
+    // state Z (field 3) is a zombie. The name in field 2 may hold spaces and
+    // parentheses, so parse after the last ')'.
+    if (DIR* proc = ::opendir("/proc")) {
+        while (const dirent* entry = ::readdir(proc)) {
+            if (entry->d_name[0] < '0' || entry->d_name[0] > '9') {
+                continue;
+            }
+            const std::string stat = read_file(std::string("/proc/") + entry->d_name + "/stat");
+            const auto close_paren = stat.rfind(')');
+            if (close_paren == std::string::npos) {
+                continue;
+            }
+            std::istringstream fields(stat.substr(close_paren + 1));
+            char state = 0;
+            pid_t parent = 0;
+            fields >> state >> parent;
+            if (parent == pid) {
+                ++resources.children;
+                if (state == 'Z') {
+                    ++resources.zombies;
+                }
+            }
+        }
+        ::closedir(proc);
+    }
+    return resources;
+}
+
+bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+        if (condition()) {
+            return true;
+        }
+        if (Clock::now() >= deadline) {
+            return false;
+        }
+        std::this_thread::sleep_for(5ms);
+    }
+}
+
+}  // namespace harness

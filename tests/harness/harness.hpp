@@ -1,0 +1,162 @@
+// The test harness every chapter's tests use: start a real program, read its
+// ready line, drive it with real clients, look at it through /proc, stop it
+// and check what it said.
+//
+// Nothing here sleeps and hopes: every wait has a deadline and fails with a
+// message that says what did not happen.
+#pragma once
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/unique_fd.hpp"
+
+namespace harness {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using iomodels::unique_fd;
+
+// How a program ended.
+struct ExitStatus {
+    bool exited = false;  // true: exit code in `code`; false: killed by `signal`
+    int code = -1;
+    int signal = 0;
+    [[nodiscard]] std::string describe() const;  // "exit 0", "killed by SIGSEGV"
+};
+
+struct StartOptions {
+    std::string stdin_data;           // run() only: written to the program's stdin, then closed
+    std::vector<std::string> env;     // extra "NAME=value" entries
+    int rlimit_nofile = 0;            // >0: the program's RLIMIT_NOFILE (soft and hard)
+};
+
+struct Completed;
+
+// A program started by a test. Its stdout is a pipe we read lines from (the
+// ready line), its stderr goes to a temporary file (log lines and the
+// summary), so it never blocks on a pipe nobody reads and ctest never waits
+// for an inherited descriptor. SIGPIPE and the signal mask are at their
+// defaults in the child, so a server that forgets MSG_NOSIGNAL dies visibly.
+// The destructor kills (SIGKILL) and reaps it if it is still running.
+class Process {
+public:
+    static Process start(const std::vector<std::string>& argv, const StartOptions& options = {});
+
+    Process(Process&& other) noexcept;
+    Process& operator=(Process&&) = delete;
+    Process(const Process&) = delete;
+    ~Process();
+
+    [[nodiscard]] pid_t pid() const { return pid_; }
+
+    // The next line of stdout (without '\n'), or nullopt at EOF or deadline.
+    std::optional<std::string> read_stdout_line(std::chrono::milliseconds timeout);
+    // Everything on stdout until EOF (or the deadline).
+    std::string read_stdout_all(std::chrono::milliseconds timeout);
+
+    // Waits for the program to end by itself.
+    std::optional<ExitStatus> wait(std::chrono::milliseconds timeout);
+    // Sends `signal`, then waits. nullopt: still running at the deadline.
+    std::optional<ExitStatus> stop(int signal = SIGTERM, std::chrono::milliseconds timeout = 10s);
+    // Sends `signal` and does not wait.
+    void signal(int signal) const;
+
+    [[nodiscard]] bool running() const { return !status_.has_value(); }
+    [[nodiscard]] std::string stderr_text() const;
+
+private:
+    friend Completed run(const std::vector<std::string>&, const StartOptions&, std::chrono::milliseconds);
+    Process() = default;
+    pid_t pid_ = -1;
+    unique_fd stdin_;  // write end, only while stdin_data is being written
+    unique_fd stdout_;
+    std::string stdout_buffer_;
+    std::string stderr_path_;
+    std::optional<ExitStatus> status_;
+};
+
+// Runs a program to completion (argument errors, clients, demos), feeding
+// it stdin_data and collecting stdout.
+struct Completed {
+    ExitStatus status;
+    std::string out;
+    std::string err;
+};
+Completed run(const std::vector<std::string>& argv, const StartOptions& options = {},
+              std::chrono::milliseconds timeout = 20s);
+
+// A server started on port 0 whose ready line has been read.
+struct Server {
+    Process process;
+    std::uint16_t port;
+};
+
+// Starts `path 0 args...`, reads "listening on 127.0.0.1:PORT" within 10 s
+// (REQUIREs it), and returns the running server. `wrapper` goes in front of
+// the command line (e.g. {"strace", "-f", "-o", file}).
+Server start_server(const std::string& path, const std::vector<std::string>& args = {},
+                    const StartOptions& options = {}, const std::vector<std::string>& wrapper = {});
+
+// SIGTERM, then REQUIREs exit 0 within the deadline and a summary line on
+// stderr; returns that summary line.
+std::string stop_server(Server& server);
+
+// "server: summary: 3 connections, 12 bytes echoed" -> 12 for "bytes echoed".
+std::optional<std::uint64_t> summary_count(std::string_view summary, std::string_view what);
+
+// ---- clients -------------------------------------------------------------
+
+// A blocking TCP connection to 127.0.0.1:port (REQUIREs success).
+unique_fd connect_to(std::uint16_t port);
+
+// Deterministic pseudo-random bytes (all 256 values, NUL included).
+std::string random_bytes(std::size_t size, std::uint32_t seed);
+
+// Chunk sizes for sending: every chunk between 1 and max_chunk bytes.
+std::vector<std::size_t> random_chunks(std::size_t total, std::size_t max_chunk, std::uint32_t seed);
+
+struct Exchange {
+    std::string received;  // every byte received before EOF, the deadline or an error
+    bool eof = false;      // the server closed the connection
+    bool timed_out = false;
+    int error = 0;         // errno of a failed send/recv
+};
+
+// Sends `payload` on `fd` in chunks of the given sizes (one send() each,
+// interleaved with receiving, so neither side's buffers can fill up and
+// deadlock), then, if `half_close`, shutdown(SHUT_WR). Receives until
+// payload.size() bytes have arrived (or EOF when half_close), the deadline,
+// or an error.
+Exchange exchange(int fd, std::string_view payload, const std::vector<std::size_t>& chunks, bool half_close,
+                  std::chrono::milliseconds timeout = 20s);
+
+// Connect, send `payload` in one go, half-close, read to EOF: the bytes back.
+Exchange echo_once(std::uint16_t port, std::string_view payload, std::chrono::milliseconds timeout = 20s);
+
+// Closes `fd` with SO_LINGER 0, so the peer gets a RST instead of a FIN.
+void reset_connection(unique_fd& fd);
+
+// ---- the program seen from /proc -----------------------------------------
+
+struct Resources {
+    int descriptors = 0;  // entries of /proc/PID/fd
+    int threads = 0;      // Threads: in /proc/PID/status
+    int children = 0;     // live child processes
+    int zombies = 0;      // children that exited and were not reaped
+};
+Resources resources_of(pid_t pid);
+
+// Polls `condition` every few milliseconds until it holds or the deadline.
+bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout = 5s);
+
+}  // namespace harness
