@@ -167,6 +167,7 @@ int main(int argc, char** argv) {
     sigemptyset(&sigchld_action.sa_mask);
     ::sigaction(SIGCHLD, &sigchld_action, nullptr);
     install_stop_handlers(listen_fd.get());
+    DescriptorReserve reserve;
 
     if (!print_ready_line(listen_fd.get())) {
         return 1;
@@ -181,11 +182,17 @@ int main(int argc, char** argv) {
         // Blocks until a client connects (or a signal arrives).
         unique_fd connection(
             ::accept4(listen_fd.get(), reinterpret_cast<sockaddr*>(&peer), &peer_length, SOCK_CLOEXEC));
+        if (!connection && (errno == EMFILE || errno == ENFILE)) {
+            // Out of descriptors: refuse this client rather than fail in a
+            // busy loop (see DescriptorReserve).
+            connection = reserve.accept_or_refuse(listen_fd.get(), peer, log);
+        }
         if (!connection) {
             // EINTR: SIGCHLD or a stop signal. EINVAL: the stop handler shut
             // the listening socket down. ECONNABORTED: the client gave up
-            // while queued. Others (EMFILE, ENOBUFS...): log and go on.
-            if (errno != EINTR && errno != EINVAL && errno != ECONNABORTED) {
+            // while queued.
+            // EMFILE, ENFILE: a client was refused, and logged, above.
+            if (errno != EINTR && errno != EINVAL && errno != ECONNABORTED && errno != EMFILE && errno != ENFILE) {
                 log("%s", describe_failure("accept", errno).c_str());
             }
             children.forget_reaped();

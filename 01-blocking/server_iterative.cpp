@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
         return 1;
     }
     install_stop_handlers(listen_fd.get());
+    DescriptorReserve reserve;
     if (!print_ready_line(listen_fd.get())) {
         return 1;
     }
@@ -53,9 +54,15 @@ int main(int argc, char** argv) {
         socklen_t peer_length = sizeof peer;
         unique_fd connection(
             ::accept4(listen_fd.get(), reinterpret_cast<sockaddr*>(&peer), &peer_length, SOCK_CLOEXEC));
+        if (!connection && (errno == EMFILE || errno == ENFILE)) {
+            // Out of descriptors: refuse this client rather than fail in a
+            // busy loop (see DescriptorReserve).
+            connection = reserve.accept_or_refuse(listen_fd.get(), peer, log);
+        }
         if (!connection) {
             // EINTR / EINVAL: a stop signal. ECONNABORTED: the client left while queued.
-            if (errno != EINTR && errno != EINVAL && errno != ECONNABORTED) {
+            // EMFILE, ENFILE: a client was refused, and logged, above.
+            if (errno != EINTR && errno != EINVAL && errno != ECONNABORTED && errno != EMFILE && errno != ENFILE) {
                 log("%s", describe_failure("accept", errno).c_str());
             }
             continue;

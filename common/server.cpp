@@ -1,6 +1,7 @@
 #include "common/server.hpp"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 
 #include <cstdarg>
@@ -69,6 +70,29 @@ void print_summary(std::initializer_list<Count> counts) {
         separator = ", ";
     }
     std::fprintf(stderr, "%s\n", line.c_str());
+}
+
+DescriptorReserve::DescriptorReserve() : spare_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {}
+
+unique_fd DescriptorReserve::accept_or_refuse(int listen_fd, sockaddr_in& peer, const EventLog& log) {
+    const int out_of_descriptors = errno;
+    spare_.reset();  // one free descriptor number, which accept takes next
+    socklen_t peer_length = sizeof peer;
+    unique_fd connection(::accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &peer_length, SOCK_CLOEXEC));
+    const int accept_error = errno;
+    spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!connection) {
+        errno = accept_error;  // EAGAIN (nobody waiting), EINTR, EINVAL (stop) ...
+        return connection;
+    }
+    if (spare_) {
+        return connection;  // room again: both fit, serve this client
+    }
+    log("%s: refused %s", describe_failure("accept", out_of_descriptors).c_str(), format_address(peer).c_str());
+    connection.reset();  // first close it: the spare needs its descriptor number
+    spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    errno = out_of_descriptors;
+    return connection;
 }
 
 void install_stop_handlers(int listen_fd) {

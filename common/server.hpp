@@ -4,11 +4,14 @@
 // - SIGINT/SIGTERM: stop, then one summary line on stderr, exit 0.
 #pragma once
 
+#include <netinet/in.h>
 #include <signal.h>
 
 #include <cstdint>
 #include <initializer_list>
 #include <string_view>
+
+#include "common/unique_fd.hpp"
 
 namespace iomodels {
 
@@ -38,6 +41,27 @@ struct Count {
 
 // "server: summary: 3 connections, 1536 bytes echoed, 3 children forked"
 void print_summary(std::initializer_list<Count> counts);
+
+// A spare descriptor for when the process runs out of descriptors. Without
+// it, accept() fails with EMFILE at once, again and again, while the client
+// stays queued: a busy loop. With it, the server closes the spare, accepts
+// the client in its place, and closes that connection at once (the client
+// is refused, and told so by the closed connection). libev and libuv do the
+// same.
+class DescriptorReserve {
+public:
+    DescriptorReserve();  // opens /dev/null
+
+    // Call after accept() failed with EMFILE or ENFILE. Accepts the next
+    // client (waiting for one if `listen_fd` is blocking) in the spare's
+    // place. If descriptors were freed meanwhile, returns the connection to
+    // be served; otherwise logs, refuses it and returns an invalid unique_fd
+    // with errno kept (EMFILE or ENFILE; or accept's own error).
+    unique_fd accept_or_refuse(int listen_fd, sockaddr_in& peer, const EventLog& log);
+
+private:
+    unique_fd spare_;
+};
 
 // SIGINT and SIGTERM ask the program to stop. The handler only sets a flag
 // (and, if `listen_fd` >= 0, shuts that socket down so that a blocked

@@ -8,7 +8,12 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -289,4 +294,82 @@ TEST_CASE("bad arguments give the usage on stderr and exit 2, --help gives it on
     CHECK(help.status.describe() == "exit 0");
     CHECK(help.out.find("usage: " + program()) != std::string::npos);
     CHECK(help.err.empty());
+}
+
+namespace {
+
+// User plus system CPU time the process has used (/proc/PID/stat fields 14, 15).
+std::chrono::milliseconds cpu_time(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    std::istringstream fields(text.substr(text.rfind(')') + 2));
+    std::string field;
+    long ticks = 0;
+    for (int index = 3; fields >> field && index <= 15; ++index) {
+        if (index == 14 || index == 15) {
+            ticks += std::stol(field);
+        }
+    }
+    return std::chrono::milliseconds(ticks * 1000 / ::sysconf(_SC_CLK_TCK));
+}
+
+}  // namespace
+
+TEST_CASE("out of descriptors, it refuses clients cleanly, does not spin, and recovers") {
+    // 16 descriptors: stdin, stdout, stderr, the listening socket and a few
+    // more. 30 clients are more than it can hold.
+    StartOptions limited;
+    limited.rlimit_nofile = 16;
+    Server server = start_server(server_under_test.path, {}, limited);
+    const auto cpu_before = cpu_time(server.process.pid());
+    const Resources baseline = resources_of(server.process.pid());
+
+    std::vector<unique_fd> clients;
+    for (int i = 0; i < 30; ++i) {
+        clients.push_back(connect_to(server.port));  // the kernel completes the handshake
+        REQUIRE(clients.back().valid());
+        REQUIRE(::send(clients.back().get(), "x", 1, MSG_NOSIGNAL) == 1);
+    }
+    // Each client is echoed, refused (the server closed it: EOF or reset),
+    // or still waiting when the deadline passes.
+    int echoed = 0;
+    int refused = 0;
+    std::vector<bool> answered(clients.size(), false);
+    const auto deadline = Clock::now() + 2s;
+    while (Clock::now() < deadline && echoed + refused < static_cast<int>(clients.size())) {
+        for (std::size_t i = 0; i < clients.size(); ++i) {
+            if (!answered[i] && readable_within(clients[i].get(), 0ms)) {
+                char byte = 0;
+                const ssize_t got = ::recv(clients[i].get(), &byte, 1, 0);
+                answered[i] = true;
+                (got == 1 && byte == 'x' ? echoed : refused) += 1;
+            }
+        }
+        readable_within(clients.front().get(), 10ms);  // a short pause between rounds
+    }
+    const int waiting = static_cast<int>(clients.size()) - echoed - refused;
+    INFO("echoed " << echoed << ", refused " << refused << ", waiting " << waiting << "\nstderr:\n"
+                   << server.process.stderr_text());
+    CHECK(echoed >= 1);
+    if (server_under_test.model == Model::one_at_a_time) {
+        CHECK(echoed == 1);  // the others wait their turn in the queue
+    } else {
+        CHECK(waiting == 0);  // nobody is left hanging
+    }
+    if (server_under_test.model == Model::thread_per_connection || server_under_test.model == Model::event_loop) {
+        CHECK(refused >= 1);  // it did run out, and said no
+        CHECK(server.process.stderr_text().find("[EMFILE]") != std::string::npos);
+    }
+    // Refusing must not become a busy loop: in ~2 s of wall time the server
+    // used far less than a second of CPU time.
+    CHECK(cpu_time(server.process.pid()) - cpu_before < 500ms);
+
+    // Everybody leaves. Once the server has closed their connections (it may
+    // be waiting for the next client with its spare descriptor closed, so
+    // one fewer than at the start)...
+    clients.clear();
+    CHECK(eventually([&] { return resources_of(server.process.pid()).descriptors <= baseline.descriptors; }));
+    const Exchange echo = echo_once(server.port, "room again", 10s);  // ...a new client is served
+    CHECK(echo.received == "room again");
+    stop_server(server);
 }

@@ -35,7 +35,7 @@ private:
     std::string path_;
 };
 
-// {"strace", "-f", "-qq", "-o", output, "-e", "trace=" + calls}: the
+// {"strace", "-f", "-qq", "-o", output, ..., "-e", "trace=" + calls}: the
 // wrapper for start_server() or a Process's argv.
 std::vector<std::string> strace_command(const std::string& output, std::string_view calls);
 
