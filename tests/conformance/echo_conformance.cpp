@@ -10,12 +10,10 @@
 
 #include <unistd.h>
 
-#include <atomic>
 #include <fstream>
 #include <iterator>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "catch.hpp"
@@ -86,22 +84,7 @@ TEST_CASE("serves 50 concurrent clients sending 64 KiB each") {
     for (int i = 0; i < client_count; ++i) {
         payloads.push_back(random_bytes(64 * 1024, 100 + static_cast<std::uint32_t>(i)));
     }
-    std::vector<Exchange> results(client_count);
-    std::vector<std::thread> clients;
-    for (int i = 0; i < client_count; ++i) {
-        clients.emplace_back([&, i] {
-            // No Catch2 assertions in these threads: they are not thread-safe.
-            unique_fd fd = connect_to(server.port);
-            if (!fd) {
-                results[i].error = errno;
-                return;
-            }
-            results[i] = exchange(fd.get(), payloads[i], random_chunks(payloads[i].size(), 8192, 200 + i), true, 60s);
-        });
-    }
-    for (std::thread& client : clients) {
-        client.join();
-    }
+    const std::vector<Exchange> results = echo_concurrently(server.port, payloads, 8192);
     for (int i = 0; i < client_count; ++i) {
         INFO("client " << i);
         CHECK(results[i].error == 0);
@@ -210,20 +193,14 @@ TEST_CASE("leaves no descriptors, threads or child processes behind") {
     for (int i = 0; i < 20; ++i) {
         REQUIRE(echo_once(server.port, "sequential " + std::to_string(i)).eof);
     }
-    std::vector<std::thread> clients;
-    std::atomic<int> good{0};
+    std::vector<std::string> messages;
     for (int i = 0; i < 10; ++i) {
-        clients.emplace_back([&, i] {
-            const std::string message = "concurrent " + std::to_string(i);
-            if (echo_once(server.port, message).received == message) {
-                ++good;
-            }
-        });
+        messages.push_back("concurrent " + std::to_string(i));
     }
-    for (std::thread& client : clients) {
-        client.join();
+    const std::vector<Exchange> results = echo_concurrently(server.port, messages, 4);
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+        CHECK(results[i].received == messages[i]);
     }
-    CHECK(good == 10);
     // The server closes a connection after it reads our EOF, a moment after
     // we see its FIN: wait (with a deadline) for the counts to come back.
     Resources after;

@@ -444,6 +444,27 @@ Exchange echo_once(std::uint16_t port, std::string_view payload, std::chrono::mi
     return exchange(fd.get(), payload, {}, true, timeout);
 }
 
+std::vector<Exchange> echo_concurrently(std::uint16_t port, const std::vector<std::string>& payloads,
+                                        std::size_t max_chunk, std::chrono::milliseconds timeout) {
+    std::vector<Exchange> results(payloads.size());
+    std::vector<std::thread> clients;
+    for (std::size_t i = 0; i < payloads.size(); ++i) {
+        clients.emplace_back([&, i] {
+            unique_fd fd = connect_to(port);
+            if (!fd) {
+                results[i].error = errno;
+                return;
+            }
+            const auto seed = static_cast<std::uint32_t>(i);
+            results[i] = exchange(fd.get(), payloads[i], random_chunks(payloads[i].size(), max_chunk, seed), true, timeout);
+        });
+    }
+    for (std::thread& client : clients) {
+        client.join();
+    }
+    return results;
+}
+
 void reset_connection(unique_fd& fd) {
     const linger abort_on_close{1, 0};
     ::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close);

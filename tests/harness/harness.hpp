@@ -143,6 +143,14 @@ Exchange exchange(int fd, std::string_view payload, const std::vector<std::size_
 // Connect, send `payload` in one go, half-close, read to EOF: the bytes back.
 Exchange echo_once(std::uint16_t port, std::string_view payload, std::chrono::milliseconds timeout = 20s);
 
+// Many clients at once, one thread each: client i connects, sends
+// payloads[i] in random chunks of at most max_chunk bytes, half-closes and
+// reads to EOF. Returns each client's Exchange (error = errno of a failed
+// connect). Check the results in the test's own thread: Catch2 assertions
+// are not thread-safe.
+std::vector<Exchange> echo_concurrently(std::uint16_t port, const std::vector<std::string>& payloads,
+                                        std::size_t max_chunk, std::chrono::milliseconds timeout = 60s);
+
 // Closes `fd` with SO_LINGER 0, so the peer gets a RST instead of a FIN.
 void reset_connection(unique_fd& fd);
 
