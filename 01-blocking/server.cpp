@@ -178,24 +178,9 @@ int main(int argc, char** argv) {
     std::uint64_t children_forked = 0;
     while (!stop_requested()) {
         sockaddr_in peer{};
-        socklen_t peer_length = sizeof peer;
-        // Blocks until a client connects (or a signal arrives).
-        unique_fd connection(
-            ::accept4(listen_fd.get(), reinterpret_cast<sockaddr*>(&peer), &peer_length, SOCK_CLOEXEC));
-        if (!connection && (errno == EMFILE || errno == ENFILE)) {
-            // Out of descriptors: refuse this client rather than fail in a
-            // busy loop (see DescriptorReserve).
-            connection = reserve.accept_or_refuse(listen_fd.get(), peer, log);
-        }
+        unique_fd connection = accept_client(listen_fd.get(), peer, reserve, log);  // blocks
         if (!connection) {
-            // EINTR: SIGCHLD or a stop signal. EINVAL: the stop handler shut
-            // the listening socket down. ECONNABORTED: the client gave up
-            // while queued.
-            // EMFILE, ENFILE: a client was refused, and logged, above.
-            if (errno != EINTR && errno != EINVAL && errno != ECONNABORTED && errno != EMFILE && errno != ENFILE) {
-                log("%s", describe_failure("accept", errno).c_str());
-            }
-            children.forget_reaped();
+            children.forget_reaped();  // a SIGCHLD may have interrupted accept
             continue;
         }
         ++connections;

@@ -21,7 +21,9 @@ bool write_all(int fd, std::span<const std::byte> bytes);
 bool send_all(int fd, std::span<const std::byte> bytes);
 
 // read(2) until `buffer` is full or end of file. Returns the number of bytes
-// read (less than buffer.size() only at end of file), or -1 with errno set.
+// read (less than buffer.size() only at end of file), or -1 with errno set;
+// after an error, bytes read before it are in `buffer` but not counted, so
+// use it where an error ends the exchange. For blocking descriptors.
 ssize_t read_exact(int fd, std::span<std::byte> buffer);
 
 // Adds O_NONBLOCK with F_GETFL then F_SETFL, keeping the descriptor's other

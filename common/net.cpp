@@ -14,7 +14,7 @@ namespace iomodels {
 std::optional<in_addr> parse_ipv4(std::string_view text) {
     const std::string copy(text);  // inet_pton wants a NUL-terminated string
     in_addr address{};
-    if (::inet_pton(AF_INET, copy.c_str(), &address) != 1) {
+    if (copy.find('\0') != std::string::npos || ::inet_pton(AF_INET, copy.c_str(), &address) != 1) {
         return std::nullopt;
     }
     return address;

@@ -139,6 +139,8 @@ CommandLine server_command_line(ServerOptions& options, std::string_view purpose
         .operand_hint = "(expected one number from 0 to 65535)",
     };
     for (Option& option : extra) {
+        command.synopsis += " [" + std::string(option.name);
+        command.synopsis += option.value_name.empty() ? "]" : " " + std::string(option.value_name) + "]";
         command.options.push_back(std::move(option));
     }
     return command;

@@ -25,7 +25,7 @@ struct Option {
 };
 
 struct CommandLine {
-    std::string_view synopsis;  // "[PORT] [--host ADDR] [--quiet]"
+    std::string synopsis;  // "[PORT] [--host ADDR] [--quiet]"
     std::string_view purpose;   // one line
     std::vector<Option> options;
     // Called for each argument that is not an option; returns false if it is

@@ -6,9 +6,10 @@
 namespace iomodels {
 
 void PendingOutput::append(std::span<const std::byte> bytes) {
-    // Drop the already-sent front before growing, so the vector holds at
-    // most what is still waiting plus this append.
-    if (sent_ > 0) {
+    // Drop the already-sent front once it is at least half of the vector:
+    // the vector stays within twice what waits, and each byte is moved a
+    // bounded number of times however small the appends.
+    if (sent_ > 0 && sent_ >= bytes_.size() / 2) {
         bytes_.erase(bytes_.begin(), bytes_.begin() + static_cast<std::ptrdiff_t>(sent_));
         sent_ = 0;
     }

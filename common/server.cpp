@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 #include <string>
@@ -51,10 +52,13 @@ void EventLog::operator()(const char* format, ...) const {
         return;
     }
     char line[512];
-    const int prefix = std::snprintf(line, sizeof line, "%s: ", program_name());
+    // snprintf returns the length it wanted, which may exceed the buffer.
+    const auto prefix = std::min<std::size_t>(
+        static_cast<std::size_t>(std::max(std::snprintf(line, sizeof line, "%s: ", program_name()), 0)),
+        sizeof line - 1);
     va_list args;
     va_start(args, format);
-    std::vsnprintf(line + prefix, sizeof line - static_cast<std::size_t>(prefix), format, args);
+    std::vsnprintf(line + prefix, sizeof line - prefix, format, args);
     va_end(args);
     std::fprintf(stderr, "%s\n", line);
 }

@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# tests/tour.sh: the tour of every chapter that has been built.
+#
+# For each chapter directory in BUILD_DIR it starts the chapter's servers on
+# port 0, reads each ready line ("listening on 127.0.0.1:PORT"), runs a
+# client or a demo against it, prints what happened, and stops the server
+# with SIGTERM, showing its exit status and its summary line. It only ever
+# talks to 127.0.0.1 and takes a few seconds.
+#
+# usage: bash tests/tour.sh BUILD_DIR
+#   run by `cmake --workflow --preset tour` (the CMake target `tour`).
+#
+# Adding a chapter: write a function named after its directory, with "-"
+# turned into "_" (02-nonblocking -> tour_02_nonblocking), next to
+# tour_01_blocking below. main() calls it when BUILD_DIR/02-nonblocking
+# exists. The helpers at the top do the starting, checking and stopping.
+#
+# Nothing is left behind: an EXIT trap stops every process the tour started
+# and removes its temporary directory, also on failure or Ctrl-C.
+
+set -euo pipefail
+
+readonly DEADLINE_SECONDS=5  # for a ready line, an echo, an exit after SIGTERM
+
+if [[ $# -ne 1 || $1 == -h || $1 == --help ]]; then
+    echo "usage: bash tests/tour.sh BUILD_DIR" >&2
+    exit 2
+fi
+BUILD_DIR=$1
+if [[ ! -d $BUILD_DIR ]]; then
+    echo "tour: no build directory $BUILD_DIR (build first: cmake --workflow --preset tour)" >&2
+    exit 2
+fi
+
+TOUR_TMP=$(mktemp -d "${TMPDIR:-/tmp}/iomodels-tour.XXXXXX")
+declare -A STARTED=()        # pid -> name of every background process not yet waited for
+declare -A SERVER_PID=()     # server name -> pid
+declare -A SERVER_PORT=()    # server name -> port from its ready line
+declare -A SERVER_STDOUT=()  # server name -> our read end of its stdout FIFO
+declare -A SERVER_STDERR=()  # server name -> file with its log and summary
+
+# ---------------------------------------------------------------- helpers
+
+# True while PID runs (a zombie does not count: it has exited).
+is_running() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }  # the fields after "(comm) "; the first is the state
+    [[ ${stat%% *} != Z ]]
+}
+
+# Waits up to SECONDS for PID to exit; false if it is still running.
+wait_for_exit() {
+    local pid=$1 seconds=$2 tenths
+    for ((tenths = 0; tenths < seconds * 10; tenths++)); do
+        is_running "$pid" || return 0
+        sleep 0.1
+    done
+    ! is_running "$pid"
+}
+
+# Collects the exit status of PID, which has exited, into the variable
+# named by $2, and forgets PID (the kernel may give its number to another
+# process now, which the cleanup must not kill).
+# shellcheck disable=SC2034  # status_variable is a reference: the caller reads it
+collect_status() {
+    local -n status_variable=$2
+    status_variable=0
+    wait "$1" || status_variable=$?
+    unset "STARTED[$1]"
+}
+
+cleanup() {
+    local status=$? pid
+    trap - EXIT INT TERM
+    # SIGTERM first, so that a server stops its children and threads itself;
+    # SIGKILL for whatever is still running after a short while.
+    for pid in "${!STARTED[@]}"; do
+        is_running "$pid" && kill -TERM "$pid" 2>/dev/null
+    done
+    for pid in "${!STARTED[@]}"; do
+        if ! wait_for_exit "$pid" 2; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$TOUR_TMP"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'echo; echo "tour: interrupted" >&2; exit 130' INT
+trap 'echo "tour: terminated" >&2; exit 143' TERM
+
+fail() {
+    echo "tour: FAILED: $*" >&2
+    exit 1
+}
+
+heading() { printf '\n== %s\n' "$*"; }  # a chapter
+step() { printf '  %s\n' "$*"; }        # a server or a demo
+show() { printf '    %s\n' "$*"; }      # what happened
+
+# start_server NAME PROGRAM [ARGS...]: starts PROGRAM ARGS in the
+# background, its stdout on a FIFO, its stderr in a file, and reads its
+# ready line within the deadline. Sets SERVER_PID/SERVER_PORT[NAME].
+start_server() {
+    local name=$1 program=$2
+    shift 2
+    [[ -x $program ]] || fail "$program: not built"
+    local fifo="$TOUR_TMP/$name.stdout" stderr_file="$TOUR_TMP/$name.stderr"
+    mkfifo "$fifo"
+    "$program" "$@" <"/dev/null" >"$fifo" 2>"$stderr_file" &
+    local pid=$!
+    STARTED[$pid]=$name
+    SERVER_PID[$name]=$pid
+    SERVER_STDERR[$name]=$stderr_file
+
+    # Opening the FIFO waits for the server's end; a read-only end gives
+    # end of file if the server exits before its ready line.
+    local stdout_fd line="" read_status=0
+    exec {stdout_fd}<"$fifo"
+    SERVER_STDOUT[$name]=$stdout_fd
+    IFS= read -r -t "$DEADLINE_SECONDS" -u "$stdout_fd" line || read_status=$?
+    if ((read_status > 128)); then
+        fail "$name printed no ready line within $DEADLINE_SECONDS s"
+    elif ((read_status != 0)); then
+        wait_for_exit "$pid" "$DEADLINE_SECONDS" && collect_status "$pid" read_status
+        echo "tour: $name's stderr:" >&2
+        cat "$stderr_file" >&2
+        fail "$name exited (status $read_status) before printing its ready line"
+    fi
+    if [[ ! $line =~ ^listening\ on\ 127\.0\.0\.1:([0-9]+)$ ]]; then
+        fail "$name: expected \"listening on 127.0.0.1:PORT\", got \"$line\""
+    fi
+    SERVER_PORT[$name]=${BASH_REMATCH[1]}
+    step "$name started: pid $pid, $line"
+}
+
+# stop_server NAME: SIGTERM, then waits for the exit and shows its status
+# and summary line. Fails unless it exits 0 with a summary.
+stop_server() {
+    local name=$1 pid=${SERVER_PID[$1]} status
+    kill -TERM "$pid" 2>/dev/null || fail "$name had exited before the tour stopped it"
+    wait_for_exit "$pid" "$DEADLINE_SECONDS" || fail "$name did not exit within $DEADLINE_SECONDS s of SIGTERM"
+    collect_status "$pid" status
+    local stdout_fd=${SERVER_STDOUT[$name]}
+    exec {stdout_fd}<&-
+    local summary
+    summary=$(grep 'summary:' "${SERVER_STDERR[$name]}") || fail "$name printed no summary line on SIGTERM"
+    show "SIGTERM -> exit status $status; $summary"
+    ((status == 0)) || fail "$name exited with status $status after SIGTERM (expected 0)"
+}
+
+# Server log lines that match a pattern, indented.
+show_server_log() {
+    local name=$1 pattern=$2 line
+    while IFS= read -r line; do
+        show "log: $line"
+    done < <(grep -- "$pattern" "${SERVER_STDERR[$name]}" || true)
+}
+
+# expect_echo CLIENT PORT WORDS...: runs `CLIENT --port PORT WORDS...` and
+# checks that what comes back is the message it sent.
+expect_echo() {
+    local client=$1 port=$2
+    shift 2
+    local message="$*" echo status=0
+    # --foreground: Ctrl-C still reaches the client.
+    echo=$(timeout --foreground "$DEADLINE_SECONDS" "$client" --port "$port" "$@" 2>"$TOUR_TMP/client.stderr") ||
+        status=$?
+    if ((status != 0)); then
+        cat "$TOUR_TMP/client.stderr" >&2
+        fail "client --port $port $message: exit status $status$( ((status == 124)) && echo ' (timed out)')"
+    fi
+    [[ $echo == "$message" ]] || fail "client sent \"$message\" but got back \"$echo\""
+    show "client sent \"$message\", got back \"$echo\""
+}
+
+# ------------------------------------------------------------- the chapters
+
+# 01-blocking: three blocking servers that differ in who runs the echo loop.
+tour_01_blocking() {
+    local dir=$1
+    heading "01-blocking: recv() sleeps through both phases (wait for data, copy it)"
+
+    start_server server "$dir/server" 0
+    expect_echo "$dir/client" "${SERVER_PORT[server]}" hello from the tour
+    expect_echo "$dir/client" "${SERVER_PORT[server]}" a second client
+    show_server_log server "child pid"
+    stop_server server
+
+    start_server server_thread "$dir/server_thread" 0
+    expect_echo "$dir/client" "${SERVER_PORT[server_thread]}" hello from the tour
+    stop_server server_thread
+
+    start_server server_iterative "$dir/server_iterative" 0
+    local port=${SERVER_PORT[server_iterative]}
+    expect_echo "$dir/client" "$port" hello from the tour
+
+    # One connection at a time: hold a first connection open, and a second
+    # client waits in the listen queue until the first one leaves.
+    local first reply second_pid status
+    exec {first}<>"/dev/tcp/127.0.0.1/$port" || fail "cannot connect to 127.0.0.1:$port"
+    printf 'first\n' >&"$first"
+    IFS= read -r -t "$DEADLINE_SECONDS" -u "$first" reply || fail "no echo on the first connection"
+    show "first connection (a bash /dev/tcp fd) is being served: sent \"first\", got back \"$reply\""
+    # {first}>&-: the second client must not inherit the first connection.
+    "$dir/client" --port "$port" second client >"$TOUR_TMP/second.stdout" 2>"$TOUR_TMP/second.stderr" \
+        </dev/null {first}>&- &
+    second_pid=$!
+    STARTED[$second_pid]="second client"
+    sleep 0.5
+    is_running "$second_pid" || fail "the second client finished while the first connection was open"
+    [[ ! -s $TOUR_TMP/second.stdout ]] || fail "the second client got an echo while the first connection was open"
+    show "second client started: after 0.5 s it is still waiting, no echo yet"
+    exec {first}>&-
+    wait_for_exit "$second_pid" "$DEADLINE_SECONDS" ||
+        fail "the second client did not finish within $DEADLINE_SECONDS s after the first connection closed"
+    collect_status "$second_pid" status
+    ((status == 0)) || fail "the second client exited with status $status: $(cat "$TOUR_TMP/second.stderr")"
+    [[ $(<"$TOUR_TMP/second.stdout") == "second client" ]] ||
+        fail "the second client got back \"$(<"$TOUR_TMP/second.stdout")\""
+    show "first connection closed: the second client is accepted and gets back \"$(<"$TOUR_TMP/second.stdout")\""
+    stop_server server_iterative
+}
+
+# --------------------------------------------------------------------- main
+
+main() {
+    local dir chapter function toured=0
+    for dir in "$BUILD_DIR"/[0-9][0-9]-*/; do
+        [[ -d $dir ]] || continue
+        dir=${dir%/}
+        chapter=${dir##*/}
+        function="tour_${chapter//-/_}"
+        if declare -F "$function" >/dev/null; then
+            "$function" "$dir"
+            toured=$((toured + 1))
+        else
+            heading "$chapter: built, but the tour has no stop for it yet"
+        fi
+    done
+    ((toured > 0)) || fail "no chapter built in $BUILD_DIR"
+    printf '\ntour: done, %d chapter(s), every server stopped cleanly\n' "$toured"
+}
+
+main

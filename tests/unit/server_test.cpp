@@ -1,0 +1,199 @@
+// What every echo server prints (ready line, event log, summary) and how it
+// stops (SIGINT/SIGTERM). Printed text is captured by pointing the process's
+// stdout or stderr at a pipe for the duration of one call.
+//
+// stop_requested() is a process-wide flag that cannot be reset: the signal
+// tests come last and no test depends on the flag being false.
+#include "common/server.hpp"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <string>
+
+#include "catch.hpp"
+#include "common/errors.hpp"
+#include "common/net.hpp"
+#include "common/unique_fd.hpp"
+
+using namespace iomodels;
+
+namespace {
+
+// Runs `action` with `stream` (stdout or stderr) redirected into a pipe and
+// returns what it printed. A pipe holds 64 KiB, far more than one line, so
+// the action cannot block on it. No REQUIRE inside `action`: Catch2 would
+// print its report into the pipe.
+template <typename Action>
+std::string output_of(std::FILE* stream, Action action) {
+    int ends[2];
+    REQUIRE(::pipe2(ends, O_NONBLOCK | O_CLOEXEC) == 0);
+    const unique_fd read_end(ends[0]);
+    const unique_fd write_end(ends[1]);
+    const int stream_fd = ::fileno(stream);
+    std::fflush(stream);
+    const unique_fd saved(::dup(stream_fd));
+    REQUIRE(saved.valid());
+    REQUIRE(::dup2(write_end.get(), stream_fd) == stream_fd);
+    action();
+    std::fflush(stream);
+    REQUIRE(::dup2(saved.get(), stream_fd) == stream_fd);
+    std::string text;
+    char buffer[4096];
+    ssize_t got = 0;
+    while ((got = ::read(read_end.get(), buffer, sizeof buffer)) > 0) {  // -1 EAGAIN: all read
+        text.append(buffer, static_cast<std::size_t>(got));
+    }
+    return text;
+}
+
+std::string port_text(int fd) {
+    const auto address = local_address(fd);
+    REQUIRE(address.has_value());
+    return std::to_string(ntohs(address->sin_port));
+}
+
+// Puts back the SIGINT and SIGTERM actions that were in place before a test
+// installed the servers' stop handler.
+class SavedStopActions {
+public:
+    SavedStopActions() {
+        ::sigaction(SIGINT, nullptr, &interrupt_);
+        ::sigaction(SIGTERM, nullptr, &terminate_);
+    }
+    ~SavedStopActions() {
+        ::sigaction(SIGINT, &interrupt_, nullptr);
+        ::sigaction(SIGTERM, &terminate_, nullptr);
+    }
+    SavedStopActions(const SavedStopActions&) = delete;
+    SavedStopActions& operator=(const SavedStopActions&) = delete;
+
+private:
+    struct sigaction interrupt_ {};
+    struct sigaction terminate_ {};
+};
+
+}  // namespace
+
+TEST_CASE("stop_signals holds SIGINT and SIGTERM and nothing else") {
+    const sigset_t set = stop_signals();
+    CHECK(sigismember(&set, SIGINT) == 1);
+    CHECK(sigismember(&set, SIGTERM) == 1);
+    int members = 0;
+    for (int signal = 1; signal < NSIG; ++signal) {
+        members += sigismember(&set, signal) == 1 ? 1 : 0;
+    }
+    CHECK(members == 2);
+}
+
+TEST_CASE("print_ready_line prints the address and the real port of a port-0 listener on stdout") {
+    const unique_fd listen_fd = listen_tcp("127.0.0.1", 0);
+    REQUIRE(listen_fd.valid());
+    bool printed = false;
+    const std::string out = output_of(stdout, [&] { printed = print_ready_line(listen_fd.get()); });
+    CHECK(printed);
+    CHECK(out == "listening on 127.0.0.1:" + port_text(listen_fd.get()) + "\n");
+}
+
+TEST_CASE("print_ready_line with kind udp prints the UDP ready line") {
+    const unique_fd socket_fd = bind_udp("127.0.0.1", 0);
+    REQUIRE(socket_fd.valid());
+    bool printed = false;
+    const std::string out = output_of(stdout, [&] { printed = print_ready_line(socket_fd.get(), "udp "); });
+    CHECK(printed);
+    CHECK(out == "listening on udp 127.0.0.1:" + port_text(socket_fd.get()) + "\n");
+}
+
+TEST_CASE("print_ready_line on a descriptor that is not a socket reports ENOTSOCK and prints no ready line") {
+    int ends[2];
+    REQUIRE(::pipe2(ends, O_CLOEXEC) == 0);
+    const unique_fd read_end(ends[0]);
+    const unique_fd write_end(ends[1]);
+    bool printed = true;
+    std::string out;
+    const std::string err =
+        output_of(stderr, [&] { out = output_of(stdout, [&] { printed = print_ready_line(read_end.get()); }); });
+    CHECK_FALSE(printed);
+    CHECK(out.empty());
+    CHECK(err == std::string(program_name()) + ": getsockname: Socket operation on non-socket [ENOTSOCK]\n");
+}
+
+TEST_CASE("EventLog prints one line on stderr that starts with the program name") {
+    const EventLog log(false);
+    CHECK_FALSE(log.quiet());
+    const std::string err = output_of(stderr, [&] { log("accepted %s on fd %d", "127.0.0.1:40278", 4); });
+    CHECK(err == std::string(program_name()) + ": accepted 127.0.0.1:40278 on fd 4\n");
+}
+
+TEST_CASE("EventLog made quiet prints nothing") {
+    const EventLog log(true);
+    CHECK(log.quiet());
+    const std::string err = output_of(stderr, [&] { log("accepted %s on fd %d", "127.0.0.1:40278", 4); });
+    CHECK(err.empty());
+}
+
+TEST_CASE("EventLog cuts a line longer than its 512-byte buffer instead of overflowing it") {
+    const EventLog log(false);
+    const std::string long_text(1000, 'x');
+    const std::string err = output_of(stderr, [&] { log("%s", long_text.c_str()); });
+    const std::string prefix = std::string(program_name()) + ": ";
+    CHECK(err == prefix + std::string(511 - prefix.size(), 'x') + "\n");
+}
+
+TEST_CASE("print_summary prints one line on stderr with every count and what it counts") {
+    const std::string err = output_of(stderr, [] {
+        print_summary({{3, "connections"}, {1536, "bytes echoed"}, {7, "epoll_wait calls"}});
+    });
+    CHECK(err == std::string(program_name()) + ": summary: 3 connections, 1536 bytes echoed, 7 epoll_wait calls\n");
+}
+
+TEST_CASE("print_summary with no counts prints the bare summary label") {
+    const std::string err = output_of(stderr, [] { print_summary({}); });
+    CHECK(err == std::string(program_name()) + ": summary:\n");
+}
+
+// The signal tests: last, see the comment at the top.
+
+TEST_CASE("SIGTERM after install_stop_handlers sets stop_requested and makes accept fail with EINVAL at once") {
+    // Non-blocking: if the handler did not shut the socket down, accept
+    // would say EAGAIN instead of hanging the test.
+    const unique_fd listen_fd = listen_tcp("127.0.0.1", 0, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    REQUIRE(listen_fd.valid());
+    const SavedStopActions saved;
+    install_stop_handlers(listen_fd.get());
+
+    struct sigaction installed {};
+    REQUIRE(::sigaction(SIGTERM, nullptr, &installed) == 0);
+    CHECK(installed.sa_handler != SIG_DFL);
+    CHECK((installed.sa_flags & SA_RESTART) == 0);  // so a blocked call returns EINTR
+
+    REQUIRE(::raise(SIGTERM) == 0);  // the handler has run when raise returns
+    CHECK(stop_requested());
+    const unique_fd accepted(::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    const int accept_errno = errno;
+    CHECK_FALSE(accepted.valid());
+    CHECK(accept_errno == EINVAL);
+}
+
+TEST_CASE("SIGINT after shut_down_on_stop makes a recv on that connection return 0 at once") {
+    int ends[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ends) == 0);
+    const unique_fd connection(ends[0]);
+    const unique_fd peer(ends[1]);
+    const SavedStopActions saved;
+    install_stop_handlers();
+    shut_down_on_stop(connection.get());
+
+    REQUIRE(::raise(SIGINT) == 0);
+    shut_down_on_stop(-1);  // before the descriptor is closed, as the header asks
+    CHECK(stop_requested());
+    char byte = 0;
+    // MSG_DONTWAIT: without the shutdown this would be -1 EAGAIN, not a hang.
+    CHECK(::recv(connection.get(), &byte, 1, MSG_DONTWAIT) == 0);
+    CHECK(::recv(peer.get(), &byte, 1, MSG_DONTWAIT) == 0);  // SHUT_RDWR: the peer sees EOF too
+}
