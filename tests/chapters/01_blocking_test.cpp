@@ -16,11 +16,6 @@ using namespace harness;
 
 namespace {
 
-bool readable_within(int fd, std::chrono::milliseconds timeout) {
-    pollfd readable{fd, POLLIN, 0};
-    return ::poll(&readable, 1, static_cast<int>(timeout.count())) == 1;
-}
-
 bool is_thread_clone(const Syscall& call) { return call.args.find("CLONE_THREAD") != std::string::npos; }
 
 // clone() and clone3() calls that made a new process (fork) or a new thread.

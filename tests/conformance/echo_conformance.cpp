@@ -34,12 +34,6 @@ std::string program() {
     return path.substr(path.rfind('/') + 1);
 }
 
-// True if something arrives on `fd` within `timeout`.
-bool readable_within(int fd, std::chrono::milliseconds timeout) {
-    pollfd readable{fd, POLLIN, 0};
-    return ::poll(&readable, 1, static_cast<int>(timeout.count())) == 1;
-}
-
 }  // namespace
 
 TEST_CASE("prints the ready line with the port the kernel chose and echoes one message") {

@@ -519,6 +519,33 @@ Resources resources_of(pid_t pid) {
     return resources;
 }
 
+bool readable_within(int fd, std::chrono::milliseconds timeout) {
+    pollfd readable{fd, POLLIN, 0};
+    return ::poll(&readable, 1, static_cast<int>(timeout.count())) == 1;
+}
+
+std::string output_of(std::FILE* stream, const std::function<void()>& action) {
+    std::array<int, 2> ends{};
+    REQUIRE(::pipe2(ends.data(), O_NONBLOCK | O_CLOEXEC) == 0);
+    const unique_fd read_end(ends[0]);
+    const unique_fd write_end(ends[1]);
+    const int stream_fd = ::fileno(stream);
+    std::fflush(stream);
+    const unique_fd saved(::dup(stream_fd));
+    REQUIRE(saved.valid());
+    REQUIRE(::dup2(write_end.get(), stream_fd) == stream_fd);
+    action();
+    std::fflush(stream);
+    REQUIRE(::dup2(saved.get(), stream_fd) == stream_fd);
+    std::string text;
+    char buffer[4096];
+    ssize_t got = 0;
+    while ((got = ::read(read_end.get(), buffer, sizeof buffer)) > 0) {  // then -1 EAGAIN: all read
+        text.append(buffer, static_cast<std::size_t>(got));
+    }
+    return text;
+}
+
 bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
     const auto deadline = Clock::now() + timeout;
     for (;;) {

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <optional>
 #include <string>
@@ -163,6 +164,15 @@ struct Resources {
     int zombies = 0;      // children that exited and were not reaped
 };
 Resources resources_of(pid_t pid);
+
+// True if `fd` becomes readable (data, EOF or an error) within `timeout`.
+bool readable_within(int fd, std::chrono::milliseconds timeout);
+
+// Runs `action` with `stream` (stdout or stderr) redirected into a pipe and
+// returns what it printed there. The pipe holds 64 KiB, far more than the
+// lines an action prints, so it cannot block. No REQUIRE inside `action`:
+// Catch2 would print its report into the pipe.
+std::string output_of(std::FILE* stream, const std::function<void()>& action);
 
 // Polls `condition` every few milliseconds until it holds or the deadline.
 bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout = 5s);

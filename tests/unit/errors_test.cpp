@@ -11,38 +11,13 @@
 #include <string>
 
 #include "catch.hpp"
+#include "harness/harness.hpp"
 #include "common/unique_fd.hpp"
 
 using namespace iomodels;
+using harness::output_of;
 
 namespace {
-
-// Runs `action` with `stream` (stdout or stderr) redirected into a pipe and
-// returns what it printed. A pipe holds 64 KiB, far more than one line, so
-// the action cannot block on it. No REQUIRE inside `action`: Catch2 would
-// print its report into the pipe.
-template <typename Action>
-std::string output_of(std::FILE* stream, Action action) {
-    int ends[2];
-    REQUIRE(::pipe2(ends, O_NONBLOCK | O_CLOEXEC) == 0);
-    const unique_fd read_end(ends[0]);
-    const unique_fd write_end(ends[1]);
-    const int stream_fd = ::fileno(stream);
-    std::fflush(stream);
-    const unique_fd saved(::dup(stream_fd));
-    REQUIRE(saved.valid());
-    REQUIRE(::dup2(write_end.get(), stream_fd) == stream_fd);
-    action();
-    std::fflush(stream);
-    REQUIRE(::dup2(saved.get(), stream_fd) == stream_fd);
-    std::string text;
-    char buffer[4096];
-    ssize_t got = 0;
-    while ((got = ::read(read_end.get(), buffer, sizeof buffer)) > 0) {  // -1 EAGAIN: all read
-        text.append(buffer, static_cast<std::size_t>(got));
-    }
-    return text;
-}
 
 }  // namespace
 

@@ -14,50 +14,20 @@
 #include <string>
 
 #include "catch.hpp"
+#include "harness/harness.hpp"
 #include "common/errors.hpp"
 
 using namespace iomodels;
+using harness::output_of;
+using harness::readable_within;
+using namespace std::chrono_literals;
 
 namespace {
-
-// Runs `action` with `stream` (stdout or stderr) redirected into a pipe and
-// returns what it printed. A pipe holds 64 KiB, far more than one line, so
-// the action cannot block on it. No REQUIRE inside `action`: Catch2 would
-// print its report into the pipe.
-template <typename Action>
-std::string output_of(std::FILE* stream, Action action) {
-    int ends[2];
-    REQUIRE(::pipe2(ends, O_NONBLOCK | O_CLOEXEC) == 0);
-    const unique_fd read_end(ends[0]);
-    const unique_fd write_end(ends[1]);
-    const int stream_fd = ::fileno(stream);
-    std::fflush(stream);
-    const unique_fd saved(::dup(stream_fd));
-    REQUIRE(saved.valid());
-    REQUIRE(::dup2(write_end.get(), stream_fd) == stream_fd);
-    action();
-    std::fflush(stream);
-    REQUIRE(::dup2(saved.get(), stream_fd) == stream_fd);
-    std::string text;
-    char buffer[4096];
-    ssize_t got = 0;
-    while ((got = ::read(read_end.get(), buffer, sizeof buffer)) > 0) {  // -1 EAGAIN: all read
-        text.append(buffer, static_cast<std::size_t>(got));
-    }
-    return text;
-}
 
 std::uint16_t port_of(int fd) {
     const auto address = local_address(fd);
     REQUIRE(address.has_value());
     return ntohs(address->sin_port);
-}
-
-// Loopback delivery may finish in a softirq after the sending call returns:
-// wait for it with a deadline instead of assuming it is already there.
-bool readable_within(int fd, int timeout_ms) {
-    pollfd readable{fd, POLLIN, 0};
-    return ::poll(&readable, 1, timeout_ms) == 1;
 }
 
 sockaddr_in loopback(std::uint16_t port) {
@@ -147,7 +117,7 @@ TEST_CASE("connect_tcp reaches a listen_tcp socket and accept returns that conne
     REQUIRE(peer.has_value());
     CHECK(format_address(*peer) == format_address(*local_address(listen_fd.get())));
 
-    REQUIRE(readable_within(listen_fd.get(), 5000));
+    REQUIRE(readable_within(listen_fd.get(), 5s));
     const unique_fd accepted(::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
     REQUIRE(accepted.valid());
     CHECK(format_address(*peer_address(accepted.get())) == format_address(*local_address(client.get())));
@@ -196,7 +166,7 @@ TEST_CASE("bind_udp gives a socket that receives a datagram sent to its own addr
     const char datagram[] = {'p', 'i', '\0', 'g'};  // a NUL inside: datagrams are bytes, not strings
     REQUIRE(::sendto(socket_fd.get(), datagram, sizeof datagram, 0, reinterpret_cast<const sockaddr*>(&*address),
                      sizeof *address) == static_cast<ssize_t>(sizeof datagram));
-    REQUIRE(readable_within(socket_fd.get(), 5000));
+    REQUIRE(readable_within(socket_fd.get(), 5s));
     char received[16] = {};
     CHECK(::recv(socket_fd.get(), received, sizeof received, 0) == static_cast<ssize_t>(sizeof datagram));
     CHECK(std::string(received, sizeof datagram) == std::string(datagram, sizeof datagram));
