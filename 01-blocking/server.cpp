@@ -99,8 +99,6 @@ public:
         pids_.clear();
     }
 
-    [[nodiscard]] std::size_t size() const { return pids_.size(); }
-
 private:
     // True if `pid` is no longer running: reaped now, or already by the handler.
     static bool reap_if_exited(pid_t pid) {
@@ -192,6 +190,7 @@ int main(int argc, char** argv) {
         // socket the two processes share.
         block_signals(SIG_BLOCK, {SIGINT, SIGTERM});
         const pid_t pid = ::fork();
+        const int fork_error = errno;
         if (pid == 0) {
             // Child: serve this one client, then exit. A stop signal shuts
             // the connection down, so a recv() sleeping for the client
@@ -209,7 +208,7 @@ int main(int argc, char** argv) {
         }
         block_signals(SIG_UNBLOCK, {SIGINT, SIGTERM});
         if (pid == -1) {
-            log("%s: refusing %s", describe_failure("fork", errno).c_str(), peer_name.c_str());
+            log("%s: refusing %s", describe_failure("fork", fork_error).c_str(), peer_name.c_str());
             continue;  // `connection` closes here: the client sees EOF
         }
         children.add(pid);

@@ -5,7 +5,8 @@
 // they can finish), but each connection gets a thread instead of a process
 // (document 003 "阻塞式I/O模型": threads cost less than processes and share
 // memory, so a counter needs an atomic instead of a shared mapping). The
-// main thread only accepts; each thread echoes one client and ends.
+// main thread only accepts; each thread echoes one client and ends, and is
+// joined.
 //
 // usage: server_thread [PORT] [--host ADDR] [--quiet]   (PORT 8001; 0: any free port)
 //
@@ -19,13 +20,14 @@
 #include <sys/socket.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <map>
 #include <set>
 #include <string>
 #include <system_error>
 #include <thread>
+#include <vector>
 
 #include "common/errors.hpp"
 #include "common/net.hpp"
@@ -38,42 +40,69 @@ using namespace iomodels;
 
 namespace {
 
-// The connections being served, so that a stop can end them: shutdown()
-// makes a thread's blocked recv() return 0 and its send() fail, and the
-// thread then finishes by itself. A thread removes its descriptor before
-// closing it, so we never shut down a number the kernel has handed to a new
-// connection.
-class Connections {
+// The threads serving connections. No thread may outlive main, so each one
+// is joined: main joins the finished ones after each accept (so their
+// stacks do not pile up), and a stop shuts every connection down (a blocked
+// recv() then returns 0, a blocked send() fails) and joins them all.
+//
+// The mutex guards the open descriptors and the finished threads. A thread
+// closes its connection under the mutex, so stop_all() never shuts down a
+// descriptor number that the kernel has since given to a new connection.
+class Workers {
 public:
-    void add(int fd) {
-        const std::lock_guard lock(mutex_);
-        fds_.insert(fd);
+    // Starts a thread that runs serve(fd), then closes the connection.
+    // Throws std::system_error if no thread can be started (EAGAIN); the
+    // connection is closed then too.
+    template <typename Serve>
+    void start(unique_fd connection, Serve serve) {
+        const std::lock_guard lock(mutex_);  // the thread's last step waits until it is listed
+        const int fd = connection.get();
+        std::thread thread([this, connection = std::move(connection), serve]() mutable {
+            serve(connection.get());
+            const std::lock_guard last_step(mutex_);
+            open_fds_.erase(connection.get());
+            connection.reset();
+            finished_.push_back(std::this_thread::get_id());
+        });
+        open_fds_.insert(fd);
+        threads_.emplace(thread.get_id(), std::move(thread));
     }
 
-    void remove(int fd) {
-        const std::lock_guard lock(mutex_);
-        fds_.erase(fd);
-        if (fds_.empty()) {
-            none_left_.notify_all();
+    void join_finished() {
+        std::vector<std::thread> done;
+        {
+            const std::lock_guard lock(mutex_);
+            for (const std::thread::id id : finished_) {
+                done.push_back(std::move(threads_.at(id)));
+                threads_.erase(id);
+            }
+            finished_.clear();
+        }
+        for (std::thread& thread : done) {
+            thread.join();  // it has finished, or is returning: a short wait
         }
     }
 
-    void shut_down_all() {
-        const std::lock_guard lock(mutex_);
-        for (const int fd : fds_) {
-            ::shutdown(fd, SHUT_RDWR);
+    void stop_all() {
+        std::map<std::thread::id, std::thread> all;
+        {
+            const std::lock_guard lock(mutex_);
+            for (const int fd : open_fds_) {
+                ::shutdown(fd, SHUT_RDWR);
+            }
+            all.swap(threads_);
+            finished_.clear();
         }
-    }
-
-    void wait_until_none_left() {
-        std::unique_lock lock(mutex_);
-        none_left_.wait(lock, [this] { return fds_.empty(); });
+        for (auto& [id, thread] : all) {
+            thread.join();
+        }
     }
 
 private:
     std::mutex mutex_;
-    std::condition_variable none_left_;
-    std::set<int> fds_;
+    std::set<int> open_fds_;
+    std::map<std::thread::id, std::thread> threads_;  // started, not yet joined
+    std::vector<std::thread::id> finished_;           // their last step is done
 };
 
 }  // namespace
@@ -94,42 +123,34 @@ int main(int argc, char** argv) {
         return 1;
     }
 
-    Connections connections;
+    Workers workers;
     std::atomic<std::uint64_t> bytes_echoed{0};
     std::uint64_t accepted = 0;
     std::uint64_t threads_started = 0;
     while (!stop_requested()) {
         sockaddr_in peer{};
         unique_fd connection = accept_client(listen_fd.get(), peer, reserve, log);  // blocks
+        workers.join_finished();
         if (!connection) {
             continue;  // interrupted, refused or failed: see accept_client
         }
         ++accepted;
         const std::string peer_name = format_address(peer);
-        const int fd = connection.get();
-        connections.add(fd);
+        log("accepted %s on fd %d, new thread", peer_name.c_str(), connection.get());
         try {
-            // The thread owns the connection from here on. Detached: it ends
-            // by itself, and `connections` tells main when all have ended.
-            std::thread([&connections, &bytes_echoed, &log, connection = std::move(connection), peer_name]() mutable {
-                const std::uint64_t echoed = echo_until_eof(connection.get(), log, bytes_echoed);
+            // The thread owns the connection from here on.
+            workers.start(std::move(connection), [&log, &bytes_echoed, peer_name](int fd) {
+                const std::uint64_t echoed = echo_until_eof(fd, log, bytes_echoed);
                 log("closed %s (%llu bytes echoed)", peer_name.c_str(), static_cast<unsigned long long>(echoed));
-                connections.remove(connection.get());
-                connection.reset();  // after remove(): see Connections
-            }).detach();
+            });
             ++threads_started;
-            log("accepted %s on fd %d, new thread", peer_name.c_str(), fd);
         } catch (const std::system_error& error) {
-            // No thread (EAGAIN: the thread limit or memory). The lambda
-            // was never run, so `connection` was destroyed with it.
-            connections.remove(fd);
             log("cannot start a thread for %s (%s): refused", peer_name.c_str(), error.what());
         }
     }
 
-    // Stop: no new connections, end the ones in progress, wait for their threads.
-    connections.shut_down_all();
-    connections.wait_until_none_left();
+    // Stop: no new connections; end the ones in progress and join their threads.
+    workers.stop_all();
     print_summary({{accepted, "connections"}, {bytes_echoed.load(), "bytes echoed"}, {threads_started, "threads started"}});
     return 0;
 }
