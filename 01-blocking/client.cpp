@@ -18,9 +18,10 @@
 //
 // usage: client [--host ADDR] [--port PORT] [MESSAGE...]   (PORT 8001)
 //
-// strace: strace -e trace=connect,sendto,recvfrom,read,shutdown ./build/01-blocking/client --port PORT hello
-//   connect() = 0, sendto() of the message, recvfrom() that returns its
-//   echo, shutdown(SHUT_WR), and a last recvfrom() = 0 (the server closed).
+// strace: strace -e trace=connect,sendto,read,shutdown ./build/01-blocking/client --port PORT hello
+//   (the first read()s are the dynamic loader reading libraries) connect()
+//   = 0, sendto() of the message, read() that returns its echo (read_exact
+//   uses read), shutdown(SHUT_WR), and a last read() = 0: the server closed.
 
 #include <errno.h>
 #include <sys/socket.h>
