@@ -78,11 +78,12 @@ void print_summary(std::initializer_list<Count> counts) {
 
 DescriptorReserve::DescriptorReserve() : spare_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {}
 
-unique_fd DescriptorReserve::accept_or_refuse(int listen_fd, sockaddr_in& peer, const EventLog& log) {
+unique_fd DescriptorReserve::accept_or_refuse(int listen_fd, sockaddr_in& peer, const EventLog& log,
+                                              int accept_flags) {
     const int out_of_descriptors = errno;
     spare_.reset();  // one free descriptor number, which accept takes next
     socklen_t peer_length = sizeof peer;
-    unique_fd connection(::accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &peer_length, SOCK_CLOEXEC));
+    unique_fd connection(::accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &peer_length, accept_flags));
     const int accept_error = errno;
     spare_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     if (!connection) {

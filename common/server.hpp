@@ -6,6 +6,7 @@
 
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <cstdint>
 #include <initializer_list>
@@ -57,7 +58,9 @@ public:
     // place. If descriptors were freed meanwhile, returns the connection to
     // be served; otherwise logs, refuses it and returns an invalid unique_fd
     // with errno kept (EMFILE or ENFILE; or accept's own error).
-    unique_fd accept_or_refuse(int listen_fd, sockaddr_in& peer, const EventLog& log);
+    // `accept_flags` are accept4's (SOCK_NONBLOCK for an event loop).
+    unique_fd accept_or_refuse(int listen_fd, sockaddr_in& peer, const EventLog& log,
+                               int accept_flags = SOCK_CLOEXEC);
 
 private:
     unique_fd spare_;

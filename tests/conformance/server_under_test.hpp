@@ -10,7 +10,8 @@ enum class Model {
     one_at_a_time,           // 01's iterative server: the next client waits
     process_per_connection,  // a child per client: children must be reaped
     thread_per_connection,   // a thread per client: threads must end
-    event_loop,              // one thread, many connections (02 ... 10)
+    event_loop,              // one thread, many connections (03 ... 10)
+    busy_polling,            // 02: one thread that never sleeps; it spins by design
 };
 
 struct ServerUnderTest {
