@@ -224,6 +224,22 @@ tour_01_blocking() {
     stop_server server_iterative
 }
 
+# 02-nonblocking: one thread polls every socket; EAGAIN means "not yet".
+tour_02_nonblocking() {
+    local dir=$1 port reply status=0
+    heading "02-nonblocking: recv() answers EAGAIN instead of sleeping; the loop asks again"
+
+    start_server nonblocking_server "$dir/server" 0
+    port=${SERVER_PORT[nonblocking_server]}
+    reply=$(timeout --foreground "$DEADLINE_SECONDS" "$dir/client" --port "$port" hello from the tour \
+        2>"$TOUR_TMP/client.stderr") || status=$?
+    ((status == 0)) || fail "client --port $port: exit status $status: $(cat "$TOUR_TMP/client.stderr")"
+    [[ $reply == "hello from the tour" ]] || fail "client got back \"$reply\""
+    show "client sent \"hello from the tour\", got back \"$reply\""
+    show "$(cat "$TOUR_TMP/client.stderr")"
+    stop_server nonblocking_server
+}
+
 # --------------------------------------------------------------------- main
 
 main() {
