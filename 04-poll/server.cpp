@@ -75,7 +75,7 @@ short interest(const Connection& connection) {
         events |= POLLIN | POLLRDHUP;
     }
     if (!connection.pending.empty()) {
-        events |= POLLOUT;  // only while there is something to send
+        events |= POLLOUT;  // only while there is something send() could not take
     }
     return events;  // POLLERR and POLLHUP are always reported, asked or not
 }
@@ -123,10 +123,11 @@ void serve(Connection& connection, short revents, Counters& counters, const Even
             return;
         }
     }
-    // Send when writable, and also on POLLERR/POLLHUP: a peer that reset
-    // while we held output makes send() fail, and we close, instead of
-    // being woken by POLLERR again and again.
-    if (!connection.pending.empty() && (revents & (POLLOUT | POLLERR | POLLHUP)) != 0) {
+    // Send at once whatever is pending: usually the socket takes it all, and
+    // POLLOUT is asked for only when send() said EAGAIN. This also runs on
+    // POLLERR/POLLHUP: a peer that reset while we held output makes send()
+    // fail, and we close, instead of being woken by POLLERR again and again.
+    if (!connection.pending.empty()) {
         const auto result = connection.pending.flush_to(connection.fd.get());  // until EAGAIN
         counters.bytes_echoed += result.bytes_sent;
         if (result.status == PendingOutput::FlushStatus::error) {

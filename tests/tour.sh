@@ -240,6 +240,17 @@ tour_02_nonblocking() {
     stop_server nonblocking_server
 }
 
+# 04-poll: one ppoll() waits for every socket at once.
+tour_04_poll() {
+    local dir=$1 client=$BUILD_DIR/01-blocking/client
+    heading "04-poll: ppoll() sleeps for all sockets at once; recv() then copies without waiting"
+
+    start_server poll_server "$dir/server" 0
+    expect_echo "$client" "${SERVER_PORT[poll_server]}" hello from the tour
+    expect_echo "$client" "${SERVER_PORT[poll_server]}" a second client
+    stop_server poll_server
+}
+
 # --------------------------------------------------------------------- main
 
 main() {
