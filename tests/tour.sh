@@ -240,6 +240,17 @@ tour_02_nonblocking() {
     stop_server nonblocking_server
 }
 
+# 03-select: one pselect() watches every socket; its own client selects on stdin and the socket.
+tour_03_select() {
+    local dir=$1
+    heading "03-select: pselect() sleeps for all sockets at once; recv() then copies without waiting"
+
+    start_server select_server "$dir/server" 0
+    expect_echo "$dir/client" "${SERVER_PORT[select_server]}" hello from the tour
+    expect_echo "$dir/client" "${SERVER_PORT[select_server]}" a second client
+    stop_server select_server
+}
+
 # 04-poll: one ppoll() waits for every socket at once.
 tour_04_poll() {
     local dir=$1 client=$BUILD_DIR/01-blocking/client
