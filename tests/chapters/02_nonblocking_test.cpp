@@ -85,8 +85,10 @@ TEST_CASE("an idle server burns CPU without --interval-ms and almost none with -
     const auto busy = idle_cpu_per_second({"--quiet"});
     const auto sleepy = idle_cpu_per_second({"--quiet", "--interval-ms", "10"});
     INFO("CPU time in one second: " << busy.count() << " ms busy, " << sleepy.count() << " ms with --interval-ms 10");
-    CHECK(busy >= 250ms);   // close to a whole core when the machine is quiet
-    CHECK(sleepy <= 100ms);  // a few milliseconds in practice
+    // A quiet machine gives about 1000 ms and 0 ms; the bounds leave room
+    // for the other tests that ctest runs on the same two cores.
+    CHECK(busy >= 150ms);
+    CHECK(sleepy <= 60ms);
 }
 
 TEST_CASE("the client's connect returns EINPROGRESS and its recv EAGAIN before the echo") {
