@@ -156,6 +156,13 @@ bool on_readable(Connection& connection, Counters& counters, const EventLog& log
     return false;  // ECONNRESET and friends: this connection is over, the server is not
 }
 
+// True if SIGINT or SIGTERM is waiting, blocked, to be delivered.
+bool stop_signal_pending() {
+    sigset_t pending;
+    ::sigpending(&pending);
+    return sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1;
+}
+
 // Brings the master sets in line with the connection's state.
 void update_interest(Connection& connection, Interest& interest, const EventLog& log) {
     const int fd = connection.fd.get();
@@ -228,7 +235,7 @@ int main(int argc, char** argv) {
 
     std::map<int, Connection> connections;  // by descriptor, in the order select's sets list them
     Counters counters;
-    while (!stop_requested()) {
+    while (!stop_requested() && !stop_signal_pending()) {
         // Caveat 2: pselect overwrites the sets it is given with the sets of
         // ready descriptors. Hand it copies and keep the master sets intact.
         fd_set readable = interest.read;
