@@ -156,13 +156,6 @@ bool on_readable(Connection& connection, Counters& counters, const EventLog& log
     return false;  // ECONNRESET and friends: this connection is over, the server is not
 }
 
-// True if SIGINT or SIGTERM is waiting, blocked, to be delivered.
-bool stop_signal_pending() {
-    sigset_t pending;
-    ::sigpending(&pending);
-    return sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1;
-}
-
 // Brings the master sets in line with the connection's state.
 void update_interest(Connection& connection, Interest& interest, const EventLog& log) {
     const int fd = connection.fd.get();

@@ -1,29 +1,34 @@
-// 04-poll/server.cpp: an echo server that waits for many sockets at once
-// with poll().
+// 04-poll/server.cpp: an echo server that waits for every socket at once
+// with poll (here ppoll).
 //
-// I/O multiplexing (document 000 §3.2, document 003 "poll"): instead of asking
-// every socket in turn (02-nonblocking), the server hands the kernel a list
-// of descriptors and the events it cares about, and sleeps in one call,
-// ppoll(), until at least one of them is ready. Phase 1 (wait for data) now
-// happens inside ppoll(), for all sockets together; phase 2 (the copy) inside
-// recv(), which no longer has to wait.
+// I/O multiplexing (document 000 §3.2, document 003 "poll"): every socket is
+// non-blocking, and the one thread sleeps in a single call, ppoll(), over an
+// array of struct pollfd {fd, events, revents}: one entry per socket, with
+// the events the server wants to hear about. The kernel writes its answer
+// into `revents` and never touches `fd` or `events`, so the array is kept
+// from one call to the next (select's sets must be rebuilt every round).
+// Phase 1 of an input operation (wait for data) blocks in ppoll(), for all
+// sockets together; phase 2 (copy data) happens in recv(), which never waits.
 //
-// Unlike select, poll takes an array of struct pollfd: no FD_SETSIZE limit,
-// and the kernel writes its answer into `revents`, so the array need not be
-// rebuilt each round. Unlike document 000's template, this array
-// - grows and shrinks with the connections (closed descriptors are removed:
-//   a closed fd left in the array makes poll answer POLLNVAL at once, for
-//   ever: a busy loop);
-// - asks for POLLOUT only while output is pending (a socket is nearly always
-//   writable: asking always would wake poll at once, for ever);
-// - asks for POLLIN and POLLRDHUP only while there is room to keep what is
-//   read, and until the peer has half-closed.
+// This is document 000's poll template, corrected:
+// - the array grows with the connections (no MAX_NUM_FDS) and shrinks with
+//   them: a closed descriptor is removed, because an entry whose descriptor
+//   is closed makes poll answer POLLNVAL at once, every call: a busy loop;
+// - it accepts until EAGAIN, not one client per wake-up, and reads until
+//   EAGAIN too (at most 16 reads a round: poll is level-triggered, what is
+//   left is reported again);
+// - it asks for POLLOUT only while output is pending (a socket is writable
+//   almost always: asking always turns the loop into a busy loop);
+// - a peer that does not read: while its PendingOutput is full, the server
+//   stops asking for POLLIN from it, so memory stays bounded;
+// - POLLRDHUP, POLLHUP and POLLERR are handled: half-close, hang-up, error.
 //
 // usage: server [PORT] [--host ADDR] [--quiet]      (PORT 8004; 0: any free port)
 //
 // strace: strace -e trace=ppoll,accept4,recvfrom,sendto ./build/04-poll/server 0
-//   each ppoll() shows the array it was given and, after "=", the entries
-//   that are ready with their revents.
+//   each round is one ppoll() with the whole array it was given and, after
+//   "=", the entries that are ready with their revents; accept4() until
+//   EAGAIN; recvfrom() until EAGAIN (or 0: end of file); sendto() of the echo.
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -37,6 +42,8 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "common/errors.hpp"
@@ -54,8 +61,8 @@ struct Connection {
     unique_fd fd;
     std::string peer;
     PendingOutput pending;       // received, not yet sent back
-    bool peer_finished = false;  // end of file read: send what is pending, then close
-    bool closed = false;         // to be removed after this round's scan
+    bool peer_finished = false;  // recv returned 0: send what is pending, then close
+    std::uint64_t echoed = 0;
 };
 
 struct Counters {
@@ -64,148 +71,267 @@ struct Counters {
     std::uint64_t poll_calls = 0;
 };
 
-// What to ask poll() about this connection, given its state.
-short interest(const Connection& connection) {
-    short events = 0;
-    if (!connection.peer_finished && connection.pending.room() > 0) {
-        // POLLRDHUP (Linux): "the peer has shut down its writing side". We
-        // still read until recv() returns 0, but it names the event in the
-        // trace. After end of file we stop asking: a half-closed socket
-        // stays readable for ever, and poll would return at once every time.
-        events |= POLLIN | POLLRDHUP;
+// "POLLIN|POLLRDHUP", as strace prints them: the log explains itself.
+std::string event_names(short events) {
+    static constexpr std::array<std::pair<short, const char*>, 6> names{{
+        {POLLIN, "POLLIN"},
+        {POLLOUT, "POLLOUT"},
+        {POLLRDHUP, "POLLRDHUP"},
+        {POLLERR, "POLLERR"},
+        {POLLHUP, "POLLHUP"},
+        {POLLNVAL, "POLLNVAL"},
+    }};
+    std::string text;
+    for (const auto& [bit, name] : names) {
+        if ((events & bit) != 0) {
+            text += text.empty() ? "" : "|";
+            text += name;
+        }
     }
-    if (!connection.pending.empty()) {
-        events |= POLLOUT;  // only while there is something send() could not take
-    }
-    return events;  // POLLERR and POLLHUP are always reported, asked or not
+    return text.empty() ? "0" : text;
 }
 
-void accept_new_clients(int listen_fd, DescriptorReserve& reserve, std::vector<Connection>& connections,
-                        Counters& counters, const EventLog& log) {
-    for (;;) {  // there may be several clients queued: accept until EAGAIN
+// What to ask poll() about a connection, given its state. This is the
+// `events` field of its pollfd; it changes only when the state does.
+short interest(const Connection& connection) {
+    short events = 0;
+    // Read only while there is room to keep what is read: a peer that does
+    // not read its echo fills `pending`, and then we stop asking for POLLIN
+    // until it has taken some bytes. After end of file, stop asking too: a
+    // half-closed socket stays readable (recv returns 0) for ever.
+    if (!connection.peer_finished && connection.pending.room() > 0) {
+        // POLLRDHUP (Linux, needs _GNU_SOURCE; g++ defines it): the peer has
+        // shut down its writing side (FIN). Without it a half-close shows up
+        // as a plain POLLIN; with it, revents says so by name. It does NOT
+        // mean "close now": data may still be queued before the FIN, and the
+        // peer still reads our echo. So it is handled like POLLIN: read
+        // until recv() returns 0, send what is pending, then close.
+        events |= POLLIN | POLLRDHUP;
+    }
+    // "Writable" only while bytes wait that send() could not take.
+    if (!connection.pending.empty()) {
+        events |= POLLOUT;
+    }
+    return events;  // POLLERR, POLLHUP and POLLNVAL are reported whether asked or not
+}
+
+// ppoll said the listening socket is readable: at least one client is
+// queued, maybe several. Accept until accept4() says EAGAIN. Each new
+// connection gets a pollfd at the end of the array and a Connection.
+void accept_new_clients(int listen_fd, DescriptorReserve& reserve, std::vector<pollfd>& fds,
+                        std::unordered_map<int, Connection>& connections, Counters& counters,
+                        const EventLog& log) {
+    for (;;) {
         sockaddr_in peer{};
         socklen_t peer_length = sizeof peer;
+        // SOCK_NONBLOCK: the connection is non-blocking from the start, so
+        // the recv() loop below ends with EAGAIN instead of sleeping.
         unique_fd fd(::accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &peer_length,
                                SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (!fd && (errno == EMFILE || errno == ENFILE)) {
+            // Out of descriptors: the client stays queued and the listening
+            // socket stays readable, so ppoll would wake us for it again and
+            // again. Accept it with the spare descriptor and refuse it
+            // (logged with [EMFILE]), or serve it if descriptors were freed.
             fd = reserve.accept_or_refuse(listen_fd, peer, log, SOCK_NONBLOCK | SOCK_CLOEXEC);
         }
         if (!fd) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED &&
-                errno != EMFILE && errno != ENFILE) {
+            // EAGAIN: nobody else is waiting, the expected end of this loop.
+            // EMFILE/ENFILE: one client refused; ppoll reports the next one.
+            // ECONNABORTED: a client gave up while queued. EINTR: a signal.
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EMFILE && errno != ENFILE &&
+                errno != ECONNABORTED && errno != EINTR) {
                 log("%s", describe_failure("accept", errno).c_str());
             }
             return;
         }
         ++counters.connections;
         log("accepted %s on fd %d", format_address(peer).c_str(), fd.get());
-        connections.push_back(Connection{std::move(fd), format_address(peer), PendingOutput{}});
+        fds.push_back({fd.get(), POLLIN | POLLRDHUP, 0});  // the array grows: no fixed limit
+        const int number = fd.get();
+        connections.emplace(number, Connection{std::move(fd), format_address(peer), PendingOutput{}});
     }
 }
 
-// Acts on what poll() reported for one connection. recv() and send() do not
-// wait: poll said they can go ahead.
-void serve(Connection& connection, short revents, Counters& counters, const EventLog& log) {
-    const bool can_read = (revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) != 0;
-    if (can_read && !connection.peer_finished && connection.pending.room() > 0) {
-        // Read before looking at POLLHUP/POLLERR: data that arrived before
-        // the hang-up is still there to be echoed (TLPI 63.2.3).
-        std::array<std::byte, 64 * 1024> buffer;
+// Sends what is pending until done or EAGAIN. False if the connection
+// failed (EPIPE, ECONNRESET): close it.
+bool flush(Connection& connection, Counters& counters, const EventLog& log) {
+    const auto result = connection.pending.flush_to(connection.fd.get());
+    connection.echoed += result.bytes_sent;
+    counters.bytes_echoed += result.bytes_sent;
+    if (result.status == PendingOutput::FlushStatus::error) {
+        log("send to %s: %s", connection.peer.c_str(), describe_failure("send", result.error).c_str());
+        return false;
+    }
+    return true;  // done, or EAGAIN: the rest when ppoll reports POLLOUT
+}
+
+// Data, end of file or an error is waiting. recv() (phase 2: the copy)
+// until EAGAIN, end of file or no room left, sending each piece straight
+// back. At most `reads_per_round` reads: poll is level-triggered, so what is
+// left is reported again by the next ppoll, and meanwhile the other
+// connections get their turn. False: close the connection.
+bool receive(Connection& connection, short revents, Counters& counters, const EventLog& log) {
+    constexpr int reads_per_round = 16;  // 16 x 64 KiB = 1 MiB
+    std::array<std::byte, 64 * 1024> buffer;
+    bool peer_takes_more = true;  // false once send() said EAGAIN: wait for POLLOUT
+    for (int reads = 0; reads < reads_per_round && connection.pending.room() > 0; ++reads) {
         const std::size_t room = std::min(buffer.size(), connection.pending.room());
         const ssize_t received = ::recv(connection.fd.get(), buffer.data(), room, 0);
         if (received > 0) {
             connection.pending.append(std::span(buffer).first(static_cast<std::size_t>(received)));
-        } else if (received == 0) {
-            connection.peer_finished = true;  // end of file (POLLRDHUP was set)
-        } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-            log("recv from %s: %s", connection.peer.c_str(), describe_failure("recv", errno).c_str());
-            connection.closed = true;  // ECONNRESET and friends
-            return;
+            if (peer_takes_more) {
+                if (!flush(connection, counters, log)) {
+                    return false;
+                }
+                peer_takes_more = connection.pending.empty();
+            }
+            continue;
+        }
+        if (received == 0) {
+            // End of file: the peer shut down its writing side, which
+            // ppoll announced as POLLRDHUP. Send what is pending, then close.
+            log("end of file from %s (revents %s)", connection.peer.c_str(), event_names(revents).c_str());
+            connection.peer_finished = true;
+            return true;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return true;  // everything that had arrived is read: back to ppoll
+        }
+        if (errno == EINTR) {
+            continue;  // a signal handler ran (SIGINT/SIGTERM are blocked here, but be safe)
+        }
+        // ECONNRESET and friends: this connection is over, the server is not.
+        log("recv from %s: %s (revents %s)", connection.peer.c_str(), describe_failure("recv", errno).c_str(),
+            event_names(revents).c_str());
+        return false;
+    }
+    return true;  // more may be waiting (level-triggered: ppoll says so again), or no room
+}
+
+// Acts on what ppoll reported for one connection. False: close it.
+bool serve(Connection& connection, short revents, Counters& counters, const EventLog& log) {
+    // POLLHUP and POLLERR are not a reason to close at once: data that
+    // arrived before the hang-up is still in the socket (TLPI 63.2.3), and
+    // recv() returns it first, then 0 or the error (ECONNRESET). So they
+    // lead to a read too, which ends the connection when it is over.
+    const short readable = POLLIN | POLLRDHUP | POLLHUP | POLLERR;
+    if ((revents & readable) != 0 && !connection.peer_finished && connection.pending.room() > 0) {
+        if (!receive(connection, revents, counters, log)) {
+            return false;
         }
     }
-    // Send at once whatever is pending: usually the socket takes it all, and
-    // POLLOUT is asked for only when send() said EAGAIN. This also runs on
-    // POLLERR/POLLHUP: a peer that reset while we held output makes send()
-    // fail, and we close, instead of being woken by POLLERR again and again.
-    if (!connection.pending.empty()) {
-        const auto result = connection.pending.flush_to(connection.fd.get());  // until EAGAIN
-        counters.bytes_echoed += result.bytes_sent;
-        if (result.status == PendingOutput::FlushStatus::error) {
-            log("send to %s: %s", connection.peer.c_str(), describe_failure("send", result.error).c_str());
-            connection.closed = true;
-            return;
+    if ((revents & (POLLOUT | POLLERR | POLLHUP)) != 0 && !connection.pending.empty()) {
+        // POLLOUT: the peer has read some of its echo, there is room again.
+        // POLLERR/POLLHUP while output is pending: send() fails (EPIPE,
+        // ECONNRESET) and we close, instead of being woken by POLLERR again
+        // and again while we are not reading.
+        if (!flush(connection, counters, log)) {
+            return false;
         }
     }
-    if (connection.peer_finished && connection.pending.empty()) {
-        connection.closed = true;
-    }
+    return !(connection.peer_finished && connection.pending.empty());  // half-closed and all sent: done
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
     const ServerOptions options =
-        parse_server_options_or_exit(argc, argv, "Echo server: poll() waits for every socket at once.", 8004);
+        parse_server_options_or_exit(argc, argv, "poll echo server: one thread waits for every socket in ppoll.", 8004);
     const EventLog log(options.quiet);
 
+    // Non-blocking, like every socket here: accept4() with nobody waiting
+    // returns EAGAIN, which ends the accept loop.
     const unique_fd listen_fd = listen_tcp(options.host, options.port, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (!listen_fd) {
         return 1;
     }
-    // SIGINT/SIGTERM stay blocked except inside ppoll(), which unblocks them
-    // atomically for the wait. A signal that came after the stop_requested()
-    // check is held pending and ends the ppoll() at once (EINTR) instead of
-    // being handled just before a poll() that would then sleep on.
-    install_stop_handlers();
+
+    // SIGINT and SIGTERM are blocked everywhere except inside ppoll.
+    // Otherwise a signal could arrive after the loop checked stop_requested()
+    // and before it went to sleep in poll(): the handler would set the flag,
+    // and poll would sleep on, maybe forever. With the signals blocked, such
+    // a signal stays pending; ppoll installs its last argument as the signal
+    // mask atomically as it starts to wait, so the pending signal runs the
+    // handler at once and ppoll returns EINTR. (ppoll is to poll what
+    // pselect is to select, see 03-select.)
     const sigset_t stop = stop_signals();
-    sigset_t wait_mask;
-    ::sigprocmask(SIG_BLOCK, &stop, &wait_mask);  // wait_mask: the mask before, stop signals open
+    sigset_t mask_while_waiting;  // the mask as it was, without the stop signals
+    if (::sigprocmask(SIG_BLOCK, &stop, &mask_while_waiting) == -1) {
+        report_failure("sigprocmask SIG_BLOCK SIGINT SIGTERM", errno);
+        return 1;
+    }
+    ::sigdelset(&mask_while_waiting, SIGINT);  // even if our parent had them blocked
+    ::sigdelset(&mask_while_waiting, SIGTERM);
+    install_stop_handlers(-1);  // the handler only sets the flag; ppoll returns EINTR
     DescriptorReserve reserve;
     if (!print_ready_line(listen_fd.get())) {
         return 1;
     }
 
-    std::vector<Connection> connections;
-    std::vector<pollfd> fds;  // fds[0]: the listening socket; fds[i + 1]: connections[i]
+    // The array handed to ppoll: fds[0] is the listening socket, then one
+    // entry per connection, in the order they were accepted. It lives
+    // across rounds; `events` is changed only when a connection's state
+    // changes. The connections' own state is found by descriptor.
+    std::vector<pollfd> fds{{listen_fd.get(), POLLIN, 0}};
+    std::unordered_map<int, Connection> connections;
     Counters counters;
-    while (!stop_requested()) {
-        fds.clear();  // refilled from the connections' state: it grows and shrinks with them
-        fds.push_back({listen_fd.get(), POLLIN, 0});
-        for (const Connection& connection : connections) {
-            fds.push_back({connection.fd.get(), interest(connection), 0});
-        }
-
+    // stop_signal_pending(): a stop signal that came while descriptors were
+    // ready at every ppoll() is still pending (see common/server.hpp).
+    while (!stop_requested() && !stop_signal_pending()) {
         ++counters.poll_calls;
-        const int ready = ::ppoll(fds.data(), fds.size(), nullptr, &wait_mask);  // sleeps: phase 1
-        if (ready == -1) {
-            if (errno != EINTR) {  // EINTR: a stop signal; the loop condition sees it
-                report_failure("ppoll", errno);
-                return 1;
+        // Sleeps (phase 1) until an entry is ready or a stop signal arrives.
+        // No timeout (NULL): nothing else to do meanwhile.
+        const int ready_count = ::ppoll(fds.data(), fds.size(), nullptr, &mask_while_waiting);
+        if (ready_count == -1) {
+            if (errno == EINTR) {
+                continue;  // a stop signal: the loop condition sees the flag
             }
-            continue;
+            report_failure("ppoll", errno);
+            return 1;
         }
 
-        // Connections first, with the revents that belong to them; new
-        // clients are appended afterwards and polled from the next round.
-        for (std::size_t i = 0; i < connections.size(); ++i) {
-            if (fds[i + 1].revents != 0) {
-                serve(connections[i], fds[i + 1].revents, counters, log);
+        // poll returns how many entries are ready, not which: look at each
+        // one (document 003: O(n) per call, whatever the number of ready
+        // ones). A connection to close is closed here and its entry only
+        // marked, with fd -1 (poll ignores negative descriptors): erasing
+        // it now would shift the later entries under our index and skip
+        // one, and cost a move of the array's tail for each removal.
+        for (std::size_t i = 1; i < fds.size(); ++i) {
+            pollfd& entry = fds[i];
+            if (entry.revents == 0) {
+                continue;
             }
+            Connection& connection = connections.at(entry.fd);  // every open entry has one
+            if (serve(connection, entry.revents, counters, log)) {
+                const short before = entry.events;
+                entry.events = interest(connection);
+                if (((before ^ entry.events) & POLLIN) != 0 && !connection.peer_finished) {
+                    log((entry.events & POLLIN) != 0 ? "fd %d: %zu bytes pending, reading again"
+                                                     : "fd %d: %zu bytes pending, not reading until the peer reads",
+                        entry.fd, connection.pending.size());
+                }
+                continue;
+            }
+            log("closed %s (%llu bytes echoed)", connection.peer.c_str(),
+                static_cast<unsigned long long>(connection.echoed));
+            connections.erase(entry.fd);  // destroys its unique_fd: close()
+            entry.fd = -1;                // marked: removed after the scan
         }
+        // Compact: one pass over the array after the scan. An entry left
+        // with its closed descriptor would make every later ppoll return at
+        // once with POLLNVAL (or, once accept4 reuses the number, report
+        // for the wrong connection).
+        std::erase_if(fds, [](const pollfd& entry) { return entry.fd < 0; });
+
+        // New clients last: their entries are appended and polled from the
+        // next round on.
         if ((fds[0].revents & POLLIN) != 0) {
-            accept_new_clients(listen_fd.get(), reserve, connections, counters, log);
+            accept_new_clients(listen_fd.get(), reserve, fds, connections, counters, log);
         }
-        // Removing while scanning would shift the indexes that pair
-        // connections[i] with fds[i + 1]: remove after the scan.
-        std::erase_if(connections, [&log](const Connection& connection) {
-            if (connection.closed) {
-                log("closed %s", connection.peer.c_str());
-            }
-            return connection.closed;  // destroying its unique_fd closes it
-        });
     }
 
-    connections.clear();
+    connections.clear();  // closes every connection
     print_summary({{counters.connections, "connections"},
                    {counters.bytes_echoed, "bytes echoed"},
                    {counters.poll_calls, "poll calls"}});

@@ -114,6 +114,12 @@ void shut_down_on_stop(int connection_fd) noexcept { connection_fd_to_shut = con
 
 bool stop_requested() noexcept { return stop_flag != 0; }
 
+bool stop_signal_pending() noexcept {
+    sigset_t pending;
+    ::sigpending(&pending);
+    return sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1;
+}
+
 sigset_t stop_signals() {
     sigset_t set;
     sigemptyset(&set);

@@ -80,6 +80,13 @@ void shut_down_on_stop(int connection_fd) noexcept;
 
 bool stop_requested() noexcept;
 
+// True if SIGINT or SIGTERM is pending while blocked. A server that keeps
+// the stop signals blocked except inside pselect/ppoll needs this too: Linux
+// delivers the signal in such a call only when it would sleep, so while some
+// descriptor is ready at every call the signal stays pending and the
+// handler never runs.
+bool stop_signal_pending() noexcept;
+
 // The signal set {SIGINT, SIGTERM}, for sigprocmask/ppoll/epoll_pwait/signalfd.
 sigset_t stop_signals();
 

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "catch.hpp"
 #include "harness/harness.hpp"
@@ -35,30 +37,83 @@ std::chrono::milliseconds cpu_time(pid_t pid) {
     return std::chrono::milliseconds(ticks * 1000 / ::sysconf(_SC_CLK_TCK));
 }
 
+// CPU time the server uses while the test does nothing for `idle`.
+std::chrono::milliseconds cpu_used_while_idle(pid_t pid, std::chrono::milliseconds idle) {
+    const auto before = cpu_time(pid);
+    std::this_thread::sleep_for(idle);  // this sleep measures, it does not wait for anything
+    return cpu_time(pid) - before;
+}
+
+// Sends bytes without reading any echo until the server stops taking them
+// (its PendingOutput is full and it no longer reads from us): no progress
+// for 500 ms. Returns how many were sent.
+std::size_t flood_without_reading(int fd) {
+    const int flags = ::fcntl(fd, F_GETFL);
+    ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    const std::string block = random_bytes(64 * 1024, 9);
+    std::size_t sent = 0;
+    auto last_progress = Clock::now();
+    while (Clock::now() - last_progress < 500ms && sent < (64u << 20)) {
+        const ssize_t n = ::send(fd, block.data(), block.size(), MSG_NOSIGNAL);
+        if (n > 0) {
+            sent += static_cast<std::size_t>(n);
+            last_progress = Clock::now();
+        } else {
+            readable_within(fd, 10ms);  // the server may still be reading: a short pause
+        }
+    }
+    return sent;
+}
+
 }  // namespace
 
-TEST_CASE("the server sleeps in ppoll and learns of a half-close from POLLRDHUP") {
+TEST_CASE("the server sleeps in ppoll over a pollfd array that grows and shrinks with the connections") {
     skip_unless_strace_available();
     TraceFile trace_file("poll-server");
-    Server server = start_server(POLL_SERVER, {"--quiet"}, {}, strace_command(trace_file.path(), "ppoll,poll"));
+    Server server = start_server(POLL_SERVER, {"--quiet"}, {},
+                                 strace_command(trace_file.path(), "ppoll,poll,accept4,recvfrom"));
     REQUIRE(echo_once(server.port, "hello").received == "hello");
+    const pid_t server_pid = traced_pid(server.process.pid());
+    REQUIRE(eventually([&] { return resources_of(server_pid).descriptors == 5; }));  // the connection is closed
+    // ...and the server is asleep in its next ppoll (the kernel's wait
+    // function shows in /proc/PID/wchan), so that the trace ends with it.
+    REQUIRE(eventually([&] {
+        std::ifstream wchan("/proc/" + std::to_string(server_pid) + "/wchan");
+        std::string where;
+        wchan >> where;
+        return where.find("poll") != std::string::npos;
+    }));
     const std::string summary = stop_traced_server(server);
 
     const Trace trace = Trace::read(trace_file.path());
     INFO(trace.text);
+    CHECK(trace.calls_named("poll").empty());  // ppoll, not poll: see the lost-signal pitfall
     const auto polls = trace.calls_named("ppoll");
-    REQUIRE(polls.size() >= 3);  // the listening socket, the data, the end of file
+    REQUIRE(polls.size() >= 3);  // the listening socket, the data (and end of file), the stop
     CHECK(summary_count(summary, "poll calls") == polls.size());
+    // Sleeping with the listening socket alone, then with the connection
+    // added, then with the closed connection gone (no POLLNVAL).
+    CHECK(polls.front().args.find("[{fd=3, events=POLLIN}], 1,") == 0);
+    CHECK(polls[1].args.find("{fd=5, events=POLLIN|POLLRDHUP}], 2,") != std::string::npos);
+    CHECK(polls.back().args.find("[{fd=3, events=POLLIN}], 1,") == 0);
     bool rdhup = false;
     for (const Syscall& call : polls) {
         rdhup = rdhup || call.result.find("revents=POLLIN|POLLRDHUP") != std::string::npos;
+        CHECK(call.args.find("POLLOUT") == std::string::npos);  // nothing was ever pending
+        CHECK(call.result.find("POLLNVAL") == std::string::npos);
     }
     CHECK(rdhup);
-    // Nothing was pending when idle: no call asked for POLLOUT without output.
-    CHECK(polls.front().args.find("POLLOUT") == std::string::npos);
+    // accept4 until EAGAIN; recv until EAGAIN or end of file.
+    const auto accepts = trace.calls_named("accept4");
+    REQUIRE(accepts.size() >= 2);
+    CHECK(accepts[0].value() == 5);
+    CHECK(accepts[1].error() == "EAGAIN");
+    const auto receives = trace.calls_named("recvfrom");
+    REQUIRE_FALSE(receives.empty());
+    CHECK(receives.back().value() == 0);
 }
 
-TEST_CASE("serves 2000 connections at once, more than select could") {
+TEST_CASE("serves 2000 connections at once, more than select's FD_SETSIZE") {
     // The test holds 2000 descriptors itself, the server as many again.
     rlimit limit{};
     REQUIRE(::getrlimit(RLIMIT_NOFILE, &limit) == 0);
@@ -70,54 +125,82 @@ TEST_CASE("serves 2000 connections at once, more than select could") {
     StartOptions options;
     options.rlimit_nofile = 4096;
     Server server = start_server(POLL_SERVER, {"--quiet"}, options);
+
+    constexpr int client_count = 2000;
+    static_assert(client_count > FD_SETSIZE);
     std::vector<unique_fd> clients;
-    for (int i = 0; i < 2000; ++i) {
+    for (int i = 0; i < client_count; ++i) {
         clients.push_back(connect_to(server.port));
         REQUIRE(clients.back().valid());
     }
-    // Every connection is open at once; each gets its own echo.
+    // Every client sends first, so all 2000 requests are outstanding at once...
     for (std::size_t i = 0; i < clients.size(); ++i) {
         const std::string message = "#" + std::to_string(i);
-        const Exchange echo = exchange(clients[i].get(), message, {}, false, 10s);
-        INFO("client " << i);
-        REQUIRE(echo.received == message);
+        REQUIRE(::send(clients[i].get(), message.data(), message.size(), MSG_NOSIGNAL) ==
+                static_cast<ssize_t>(message.size()));
     }
-    CHECK(resources_of(server.process.pid()).descriptors >= 2000);
+    CHECK(eventually([&] { return resources_of(server.process.pid()).descriptors >= client_count + 5; }));
+    // ...then each reads its own echo.
+    for (std::size_t i = 0; i < clients.size(); ++i) {
+        const std::string message = "#" + std::to_string(i);
+        std::string received;
+        char buffer[16];
+        while (received.size() < message.size() && readable_within(clients[i].get(), 10s)) {
+            const ssize_t n = ::recv(clients[i].get(), buffer, sizeof buffer, 0);
+            if (n <= 0) {
+                break;
+            }
+            received.append(buffer, static_cast<std::size_t>(n));
+        }
+        INFO("client " << i);
+        REQUIRE(received == message);
+    }
     clients.clear();
+    CHECK(eventually([&] { return resources_of(server.process.pid()).descriptors == 5; }));
     const std::string summary = stop_server(server);
-    CHECK(summary_count(summary, "connections") == 2000);
+    CHECK(summary_count(summary, "connections") == client_count);
 }
 
 TEST_CASE("a peer that leaves while output is pending does not make it spin") {
     Server server = start_server(POLL_SERVER, {"--quiet"});
+    const pid_t pid = server.process.pid();
     {
-        // Send 8 MiB and read nothing: the server holds echoes it cannot
-        // send. Then close with unread data, which resets the connection.
+        // Send and read nothing: the server holds 4 MiB of echo it cannot
+        // send (more than was sent minus what the socket buffers hold), and
+        // stops reading from us.
         unique_fd greedy = connect_to(server.port);
         REQUIRE(greedy.valid());
-        REQUIRE(::fcntl(greedy.get(), F_SETFL, O_NONBLOCK) == 0);
-        const std::string block = random_bytes(64 * 1024, 9);
-        std::size_t sent = 0;
-        for (int full = 0; full < 20 && sent < (8u << 20);) {
-            const ssize_t n = ::send(greedy.get(), block.data(), block.size(), MSG_NOSIGNAL);
-            if (n > 0) {
-                sent += static_cast<std::size_t>(n);
-                full = 0;
-            } else {
-                ++full;
-                readable_within(greedy.get(), 10ms);  // the server may still be reading: a short pause
-            }
-        }
+        const std::size_t sent = flood_without_reading(greedy.get());
         INFO("sent " << sent);
-        REQUIRE(sent > (1u << 20));
+        REQUIRE(sent > (4u << 20));
+        REQUIRE(sent < (64u << 20));  // it did stop reading
+
+        SECTION("the peer closes with its echo unread (a reset)") {
+            greedy.reset();  // unread data in our receive buffer: close() sends a RST
+        }
+        SECTION("the peer half-closes, idles, then resets") {
+            REQUIRE(::shutdown(greedy.get(), SHUT_WR) == 0);
+            // Output pending, peer half-closed and not reading: the server
+            // asks only for POLLOUT, which does not come. It must sleep.
+            CHECK(cpu_used_while_idle(pid, 500ms) < 150ms);
+            reset_connection(greedy);
+        }
     }
-    // The server closed that connection (its descriptor count is back)...
-    const int baseline = 5;  // stdin, stdout, stderr, the listening socket, the spare
-    CHECK(eventually([&] { return resources_of(server.process.pid()).descriptors == baseline; }));
-    // ...and idles without burning CPU. (This sleep measures.)
-    const auto before = cpu_time(server.process.pid());
-    std::this_thread::sleep_for(1s);
-    CHECK(cpu_time(server.process.pid()) - before < 200ms);
+    // The server closed that connection (stdin, stdout, stderr, the
+    // listening socket and the spare are left)...
+    CHECK(eventually([&] { return resources_of(pid).descriptors == 5; }));
+    // ...and idles without burning CPU: no POLLNVAL, POLLERR or POLLOUT loop.
+    CHECK(cpu_used_while_idle(pid, 1s) < 300ms);
     CHECK(echo_once(server.port, "next").received == "next");
+    stop_server(server);
+}
+
+TEST_CASE("an idle connection costs no CPU time: POLLOUT is asked for only while output is pending") {
+    Server server = start_server(POLL_SERVER, {"--quiet"});
+    unique_fd idle = connect_to(server.port);
+    REQUIRE(idle.valid());
+    REQUIRE(exchange(idle.get(), "still here", {}, false).received == "still here");  // served, then idle
+    CHECK(cpu_used_while_idle(server.process.pid(), 500ms) < 150ms);
+    idle.reset();
     stop_server(server);
 }
