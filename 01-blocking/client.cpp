@@ -80,35 +80,11 @@ bool echo_chunk(int fd, std::span<const std::byte> chunk, Totals& totals) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::string host = "127.0.0.1";
-    std::uint16_t port = 8001;
-    std::vector<std::string> words;
-    const CommandLine command{
-        .synopsis = "[--host ADDR] [--port PORT] [MESSAGE...]",
-        .purpose = "Blocking echo client: sends MESSAGE (or standard input) and prints the echo.",
-        .options =
-            {
-                {"--host", "ADDR", "server's IPv4 address (default 127.0.0.1)",
-                 [&host](std::string_view value) {
-                     host = value;
-                     return parse_ipv4(value).has_value();
-                 }},
-                {"--port", "PORT", "server's port (default 8001)",
-                 [&port](std::string_view value) {
-                     const auto parsed = parse_port(value);
-                     port = parsed.value_or(0);
-                     return parsed.has_value() && *parsed != 0;
-                 }},
-            },
-        .operand =
-            [&words](std::string_view word) {
-                words.emplace_back(word);
-                return true;
-            },
-        .operand_name = "MESSAGE",
-        .operand_hint = "",
-    };
-    parse_command_line_or_exit(command, argc, argv);
+    const ClientOptions options = parse_client_options_or_exit(
+        argc, argv, "Blocking echo client: sends MESSAGE (or standard input) and prints the echo.", 8001);
+    const std::string& host = options.host;
+    const std::uint16_t port = options.port;
+    const std::vector<std::string>& words = options.words;  // MESSAGE...
 
     const unique_fd connection = connect_tcp(host, port);  // blocks through the TCP handshake
     if (!connection) {
@@ -117,11 +93,7 @@ int main(int argc, char** argv) {
 
     Totals totals;
     if (!words.empty()) {
-        std::string message;
-        for (const std::string& word : words) {
-            message += (message.empty() ? "" : " ") + word;
-        }
-        message += '\n';
+        const std::string message = options.message();
         if (!echo_chunk(connection.get(), std::as_bytes(std::span(message)), totals)) {
             return 1;
         }

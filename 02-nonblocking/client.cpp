@@ -89,35 +89,11 @@ int connect_nonblocking(int fd, const sockaddr_in& address) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::string host = "127.0.0.1";
-    std::uint16_t port = 8002;
-    std::vector<std::string> words;
-    const CommandLine command{
-        .synopsis = "[--host ADDR] [--port PORT] [MESSAGE...]",
-        .purpose = "Non-blocking echo client: counts the EAGAIN answers before the echo arrives.",
-        .options =
-            {
-                {"--host", "ADDR", "server's IPv4 address (default 127.0.0.1)",
-                 [&host](std::string_view value) {
-                     host = value;
-                     return parse_ipv4(value).has_value();
-                 }},
-                {"--port", "PORT", "server's port (default 8002)",
-                 [&port](std::string_view value) {
-                     const auto parsed = parse_port(value);
-                     port = parsed.value_or(0);
-                     return parsed.has_value() && *parsed != 0;
-                 }},
-            },
-        .operand =
-            [&words](std::string_view word) {
-                words.emplace_back(word);
-                return true;
-            },
-        .operand_name = "MESSAGE",
-        .operand_hint = "",
-    };
-    parse_command_line_or_exit(command, argc, argv);
+    const ClientOptions options = parse_client_options_or_exit(
+        argc, argv, "Non-blocking echo client: counts the EAGAIN answers before the echo arrives.", 8002);
+    const std::string& host = options.host;
+    const std::uint16_t port = options.port;
+    const std::vector<std::string>& words = options.words;  // MESSAGE...
 
     std::string message;
     if (words.empty()) {
@@ -125,10 +101,7 @@ int main(int argc, char** argv) {
             return 1;
         }
     } else {
-        for (const std::string& word : words) {
-            message += (message.empty() ? "" : " ") + word;
-        }
-        message += '\n';
+        message = options.message();
     }
 
     sockaddr_in address{};

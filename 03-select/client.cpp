@@ -50,36 +50,11 @@
 using namespace iomodels;
 
 int main(int argc, char** argv) {
-    std::string host = "127.0.0.1";
-    std::uint16_t port = 8003;
-    std::vector<std::string> words;
-    const CommandLine command{
-        .synopsis = "[--host ADDR] [--port PORT] [MESSAGE...]",
-        .purpose = "select echo client: sends MESSAGE (or standard input) and prints the echo, "
-                   "waiting for input and socket at once.",
-        .options =
-            {
-                {"--host", "ADDR", "server's IPv4 address (default 127.0.0.1)",
-                 [&host](std::string_view value) {
-                     host = value;
-                     return parse_ipv4(value).has_value();
-                 }},
-                {"--port", "PORT", "server's port (default 8003)",
-                 [&port](std::string_view value) {
-                     const auto parsed = parse_port(value);
-                     port = parsed.value_or(0);
-                     return parsed.has_value() && *parsed != 0;
-                 }},
-            },
-        .operand =
-            [&words](std::string_view word) {
-                words.emplace_back(word);
-                return true;
-            },
-        .operand_name = "MESSAGE",
-        .operand_hint = "",
-    };
-    parse_command_line_or_exit(command, argc, argv);
+    const ClientOptions options = parse_client_options_or_exit(argc, argv, "select echo client: sends MESSAGE (or standard input) and prints the echo, "
+                   "waiting for input and socket at once.", 8003);
+    const std::string& host = options.host;
+    const std::uint16_t port = options.port;
+    const std::vector<std::string>& words = options.words;
 
     const unique_fd connection = connect_tcp(host, port);  // blocking: the handshake is not the lesson
     if (!connection) {
@@ -99,11 +74,7 @@ int main(int argc, char** argv) {
     std::uint64_t sent = 0;
     std::uint64_t received = 0;
     if (!words.empty()) {
-        std::string message;
-        for (const std::string& word : words) {
-            message += (message.empty() ? "" : " ") + word;
-        }
-        message += '\n';
+        const std::string message = options.message();
         to_server.append(std::as_bytes(std::span(message)));
         sent = message.size();
         input_finished = true;

@@ -156,4 +156,46 @@ ServerOptions parse_server_options_or_exit(int argc, char** argv, std::string_vi
     return options;
 }
 
+std::string ClientOptions::message() const {
+    std::string text;
+    for (const std::string& word : words) {
+        text += (text.empty() ? "" : " ") + word;
+    }
+    return text + '\n';
+}
+
+ClientOptions parse_client_options_or_exit(int argc, char** argv, std::string_view purpose,
+                                           std::uint16_t default_port) {
+    ClientOptions options;
+    options.port = default_port;
+    const std::string port_help = "server's port (default " + std::to_string(default_port) + ")";
+    const CommandLine command{
+        .synopsis = "[--host ADDR] [--port PORT] [MESSAGE...]",
+        .purpose = purpose,
+        .options =
+            {
+                {"--host", "ADDR", "server's IPv4 address (default 127.0.0.1)",
+                 [&options](std::string_view value) {
+                     options.host = value;
+                     return parse_ipv4(value).has_value();
+                 }},
+                {"--port", "PORT", port_help,
+                 [&options](std::string_view value) {
+                     const auto parsed = parse_port(value);
+                     options.port = parsed.value_or(0);
+                     return parsed.has_value() && *parsed != 0;
+                 }},
+            },
+        .operand =
+            [&options](std::string_view word) {
+                options.words.emplace_back(word);
+                return true;
+            },
+        .operand_name = "MESSAGE",
+        .operand_hint = "",
+    };
+    parse_command_line_or_exit(command, argc, argv);
+    return options;
+}
+
 }  // namespace iomodels

@@ -63,4 +63,18 @@ CommandLine server_command_line(ServerOptions& options, std::string_view purpose
 ServerOptions parse_server_options_or_exit(int argc, char** argv, std::string_view purpose,
                                            std::uint16_t default_port, std::vector<Option> extra = {});
 
+// The options every echo client has: [--host ADDR] [--port PORT] [MESSAGE...].
+struct ClientOptions {
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 0;
+    std::vector<std::string> words;  // MESSAGE...; empty: the client reads standard input
+
+    // The words joined by spaces and ending in a newline, like echo(1).
+    [[nodiscard]] std::string message() const;
+};
+
+// Parses a client's command line (--help: exit 0; bad arguments: exit 2).
+ClientOptions parse_client_options_or_exit(int argc, char** argv, std::string_view purpose,
+                                           std::uint16_t default_port);
+
 }  // namespace iomodels

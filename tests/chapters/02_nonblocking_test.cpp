@@ -19,21 +19,6 @@ using namespace harness;
 
 namespace {
 
-// User plus system CPU time the process has used (/proc/PID/stat fields 14, 15).
-std::chrono::milliseconds cpu_time(pid_t pid) {
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    const std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-    std::istringstream fields(text.substr(text.rfind(')') + 2));
-    std::string field;
-    long ticks = 0;
-    for (int index = 3; fields >> field && index <= 15; ++index) {
-        if (index == 14 || index == 15) {
-            ticks += std::stol(field);
-        }
-    }
-    return std::chrono::milliseconds(ticks * 1000 / ::sysconf(_SC_CLK_TCK));
-}
-
 // CPU time an idle server uses during one second of wall time. (This sleep
 // measures; it waits for nothing to happen.)
 std::chrono::milliseconds idle_cpu_per_second(const std::vector<std::string>& args) {

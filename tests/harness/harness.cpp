@@ -519,6 +519,21 @@ Resources resources_of(pid_t pid) {
     return resources;
 }
 
+std::chrono::milliseconds cpu_time(pid_t pid) {
+    // Fields 14 and 15 (utime, stime), in clock ticks; counted after the
+    // name in field 2, which may hold spaces.
+    const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+    std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    long ticks = 0;
+    for (int index = 3; fields >> field && index <= 15; ++index) {
+        if (index == 14 || index == 15) {
+            ticks += std::stol(field);
+        }
+    }
+    return std::chrono::milliseconds(ticks * 1000 / ::sysconf(_SC_CLK_TCK));
+}
+
 bool readable_within(int fd, std::chrono::milliseconds timeout) {
     pollfd readable{fd, POLLIN, 0};
     return ::poll(&readable, 1, static_cast<int>(timeout.count())) == 1;

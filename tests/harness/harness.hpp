@@ -165,6 +165,9 @@ struct Resources {
 };
 Resources resources_of(pid_t pid);
 
+// User plus system CPU time the process has used so far (/proc/PID/stat).
+std::chrono::milliseconds cpu_time(pid_t pid);
+
 // True if `fd` becomes readable (data, EOF or an error) within `timeout`.
 bool readable_within(int fd, std::chrono::milliseconds timeout);
 
