@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "common/errors.hpp"
+#include "common/event_names.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/pending_output.hpp"
@@ -70,26 +71,6 @@ struct Counters {
     std::uint64_t bytes_echoed = 0;
     std::uint64_t poll_calls = 0;
 };
-
-// "POLLIN|POLLRDHUP", as strace prints them: the log explains itself.
-std::string event_names(short events) {
-    static constexpr std::array<std::pair<short, const char*>, 6> names{{
-        {POLLIN, "POLLIN"},
-        {POLLOUT, "POLLOUT"},
-        {POLLRDHUP, "POLLRDHUP"},
-        {POLLERR, "POLLERR"},
-        {POLLHUP, "POLLHUP"},
-        {POLLNVAL, "POLLNVAL"},
-    }};
-    std::string text;
-    for (const auto& [bit, name] : names) {
-        if ((events & bit) != 0) {
-            text += text.empty() ? "" : "|";
-            text += name;
-        }
-    }
-    return text.empty() ? "0" : text;
-}
 
 // What to ask poll() about a connection, given its state. This is the
 // `events` field of its pollfd; it changes only when the state does.
@@ -191,7 +172,7 @@ bool receive(Connection& connection, short revents, Counters& counters, const Ev
         if (received == 0) {
             // End of file: the peer shut down its writing side, which
             // ppoll announced as POLLRDHUP. Send what is pending, then close.
-            log("end of file from %s (revents %s)", connection.peer.c_str(), event_names(revents).c_str());
+            log("end of file from %s (revents %s)", connection.peer.c_str(), poll_event_names(revents).c_str());
             connection.peer_finished = true;
             return true;
         }
@@ -203,7 +184,7 @@ bool receive(Connection& connection, short revents, Counters& counters, const Ev
         }
         // ECONNRESET and friends: this connection is over, the server is not.
         log("recv from %s: %s (revents %s)", connection.peer.c_str(), describe_failure("recv", errno).c_str(),
-            event_names(revents).c_str());
+            poll_event_names(revents).c_str());
         return false;
     }
     return true;  // more may be waiting (level-triggered: ppoll says so again), or no room

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -126,6 +127,21 @@ sigset_t stop_signals() {
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     return set;
+}
+
+unique_fd open_stop_signal_fd() {
+    const sigset_t stop = stop_signals();
+    // Blocked first: otherwise the default action (terminate) would still
+    // run before anyone reads the signalfd.
+    if (::sigprocmask(SIG_BLOCK, &stop, nullptr) == -1) {
+        report_failure("sigprocmask SIG_BLOCK SIGINT SIGTERM", errno);
+        return unique_fd();
+    }
+    unique_fd fd(::signalfd(-1, &stop, SFD_NONBLOCK | SFD_CLOEXEC));
+    if (!fd) {
+        report_failure("signalfd SIGINT SIGTERM", errno);
+    }
+    return fd;
 }
 
 }  // namespace iomodels

@@ -62,6 +62,10 @@ public:
     unique_fd accept_or_refuse(int listen_fd, sockaddr_in& peer, const EventLog& log,
                                int accept_flags = SOCK_CLOEXEC);
 
+    // False if the spare could not be (re)opened (the system's file table
+    // is full: ENFILE): accept_or_refuse cannot take a client off the queue.
+    [[nodiscard]] bool available() const noexcept { return spare_.valid(); }
+
 private:
     unique_fd spare_;
 };
@@ -89,5 +93,13 @@ bool stop_signal_pending() noexcept;
 
 // The signal set {SIGINT, SIGTERM}, for sigprocmask/ppoll/epoll_pwait/signalfd.
 sigset_t stop_signals();
+
+// For an event loop that waits in epoll_wait: blocks SIGINT and SIGTERM and
+// returns a signalfd (non-blocking, close-on-exec) that becomes readable
+// when one of them arrives. The stop request is then one more descriptor in
+// the interest list, and cannot be lost between a check and the wait: a
+// blocked signal stays pending, and the signalfd stays readable, until it is
+// read. Invalid (and reported) if a call failed.
+unique_fd open_stop_signal_fd();
 
 }  // namespace iomodels
