@@ -262,6 +262,42 @@ tour_04_poll() {
     stop_server poll_server
 }
 
+# 05-epoll-lt: the interest list is edited once; epoll_wait returns only what is ready.
+tour_05_epoll_lt() {
+    local dir=$1 client=$BUILD_DIR/01-blocking/client
+    heading "05-epoll-lt: epoll_wait() sleeps until the ready list has entries; level-triggered"
+
+    start_server epoll_lt_server "$dir/server" 0
+    expect_echo "$client" "${SERVER_PORT[epoll_lt_server]}" hello from the tour
+    expect_echo "$client" "${SERVER_PORT[epoll_lt_server]}" a second client
+    stop_server epoll_lt_server
+}
+
+# 06-epoll-et: edge-triggered; the LT/ET/ONESHOT demo; the stall of a server that does not drain.
+tour_06_epoll_et() {
+    local dir=$1 client=$BUILD_DIR/01-blocking/client line status=0
+    heading "06-epoll-et: EPOLLET reports changes, not states: read and write until EAGAIN"
+
+    step "lt_vs_et: 5 bytes, one byte read per wakeup"
+    while IFS= read -r line; do
+        show "$line"
+    done < <("$dir/lt_vs_et" | grep -E '^(level|edge|one-shot)')
+
+    start_server epoll_et_server "$dir/server" 0
+    expect_echo "$client" "${SERVER_PORT[epoll_et_server]}" hello from the tour
+    stop_server epoll_et_server
+
+    # The classic bug: one read per notification. 100000 bytes arrive; the
+    # server reads 4096 and waits for an edge that does not come.
+    start_server epoll_et_no_drain "$dir/server" 0 --no-drain
+    head -c 100000 /dev/zero |
+        timeout 1 "$client" --port "${SERVER_PORT[epoll_et_no_drain]}" >/dev/null 2>&1 || status=$?
+    ((status == 124)) || fail "the client of server --no-drain ended with status $status, expected a stall (124)"
+    show "server --no-drain: a client sending 100000 bytes is still waiting for its echo after 1 s (timeout: 124)"
+    show_server_log epoll_et_no_drain "once (--no-drain)"
+    stop_server epoll_et_no_drain
+}
+
 # --------------------------------------------------------------------- main
 
 main() {

@@ -1,8 +1,6 @@
 // 04-poll: what the chapter's README claims, checked on the real server.
 // (The echo contract itself is the conformance suite's job.)
 
-#include <fcntl.h>
-#include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -27,27 +25,6 @@ std::chrono::milliseconds cpu_used_while_idle(pid_t pid, std::chrono::millisecon
     const auto before = cpu_time(pid);
     std::this_thread::sleep_for(idle);  // this sleep measures, it does not wait for anything
     return cpu_time(pid) - before;
-}
-
-// Sends bytes without reading any echo until the server stops taking them
-// (its PendingOutput is full and it no longer reads from us): no progress
-// for 500 ms. Returns how many were sent.
-std::size_t flood_without_reading(int fd) {
-    const int flags = ::fcntl(fd, F_GETFL);
-    ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-    const std::string block = random_bytes(64 * 1024, 9);
-    std::size_t sent = 0;
-    auto last_progress = Clock::now();
-    while (Clock::now() - last_progress < 500ms && sent < (64u << 20)) {
-        const ssize_t n = ::send(fd, block.data(), block.size(), MSG_NOSIGNAL);
-        if (n > 0) {
-            sent += static_cast<std::size_t>(n);
-            last_progress = Clock::now();
-        } else {
-            readable_within(fd, 10ms);  // the server may still be reading: a short pause
-        }
-    }
-    return sent;
 }
 
 }  // namespace
@@ -100,13 +77,7 @@ TEST_CASE("the server sleeps in ppoll over a pollfd array that grows and shrinks
 
 TEST_CASE("serves 2000 connections at once, more than select's FD_SETSIZE") {
     // The test holds 2000 descriptors itself, the server as many again.
-    rlimit limit{};
-    REQUIRE(::getrlimit(RLIMIT_NOFILE, &limit) == 0);
-    if (limit.rlim_cur < 4096 && limit.rlim_max >= 4096) {
-        limit.rlim_cur = 4096;
-        REQUIRE(::setrlimit(RLIMIT_NOFILE, &limit) == 0);
-    }
-    REQUIRE(limit.rlim_cur >= 4096);
+    raise_descriptor_limit_or_skip(4096);
     StartOptions options;
     options.rlimit_nofile = 4096;
     Server server = start_server(POLL_SERVER, {"--quiet"}, options);
@@ -155,7 +126,7 @@ TEST_CASE("a peer that leaves while output is pending does not make it spin") {
         // stops reading from us.
         unique_fd greedy = connect_to(server.port);
         REQUIRE(greedy.valid());
-        const std::size_t sent = flood_without_reading(greedy.get());
+        const std::size_t sent = send_without_reading(greedy.get(), random_bytes(64 * 1024, 9));
         INFO("sent " << sent);
         REQUIRE(sent > (4u << 20));
         REQUIRE(sent < (64u << 20));  // it did stop reading

@@ -465,6 +465,50 @@ std::vector<Exchange> echo_concurrently(std::uint16_t port, const std::vector<st
     return results;
 }
 
+std::size_t send_without_reading(int fd, std::string_view block, std::chrono::milliseconds no_progress,
+                                 std::size_t limit) {
+    const int flags = ::fcntl(fd, F_GETFL);
+    ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    std::size_t sent = 0;
+    auto last_progress = Clock::now();
+    while (Clock::now() - last_progress < no_progress && sent < limit) {
+        const std::size_t offset = sent % block.size();  // after a partial send, go on where it stopped
+        const ssize_t n = ::send(fd, block.data() + offset, std::min(block.size() - offset, limit - sent), MSG_NOSIGNAL);
+        if (n > 0) {
+            sent += static_cast<std::size_t>(n);
+            last_progress = Clock::now();
+        } else {
+            readable_within(fd, 10ms);  // a short pause: the server may still be reading
+        }
+    }
+    ::fcntl(fd, F_SETFL, flags);
+    return sent;
+}
+
+std::string repeated(std::string_view block, std::size_t size) {
+    std::string bytes;
+    bytes.reserve(size);
+    while (bytes.size() < size) {
+        bytes.append(block.substr(0, size - bytes.size()));
+    }
+    return bytes;
+}
+
+std::string receive_up_to(int fd, std::size_t size, std::chrono::milliseconds quiet,
+                          std::chrono::milliseconds deadline) {
+    std::string received;
+    std::string buffer(256 * 1024, '\0');
+    const auto end = Clock::now() + deadline;
+    while (received.size() < size && Clock::now() < end && readable_within(fd, quiet)) {
+        const ssize_t n = ::recv(fd, buffer.data(), std::min(buffer.size(), size - received.size()), 0);
+        if (n <= 0) {
+            break;
+        }
+        received.append(buffer, 0, static_cast<std::size_t>(n));
+    }
+    return received;
+}
+
 void reset_connection(unique_fd& fd) {
     const linger abort_on_close{1, 0};
     ::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close);
@@ -559,6 +603,26 @@ std::string output_of(std::FILE* stream, const std::function<void()>& action) {
         text.append(buffer, static_cast<std::size_t>(got));
     }
     return text;
+}
+
+void skip_test(std::string_view why) {
+    std::printf("SKIPPED: %.*s\n", static_cast<int>(why.size()), why.data());
+    std::fflush(stdout);
+    std::_Exit(77);
+}
+
+void raise_descriptor_limit_or_skip(unsigned long wanted) {
+    rlimit limit{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &limit) == 0);
+    if (limit.rlim_cur >= wanted) {
+        return;
+    }
+    if (limit.rlim_max < wanted) {
+        skip_test("needs " + std::to_string(wanted) + " descriptors, the hard RLIMIT_NOFILE is " +
+                  std::to_string(limit.rlim_max) + " (raise it with ulimit -Hn, as root)");
+    }
+    limit.rlim_cur = wanted;
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &limit) == 0);
 }
 
 bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {

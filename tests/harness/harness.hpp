@@ -152,6 +152,22 @@ Exchange echo_once(std::uint16_t port, std::string_view payload, std::chrono::mi
 std::vector<Exchange> echo_concurrently(std::uint16_t port, const std::vector<std::string>& payloads,
                                         std::size_t max_chunk, std::chrono::milliseconds timeout = 60s);
 
+// A peer that does not read its echo: sends `block` again and again on
+// `fd` (non-blocking meanwhile) without reading, until the server stops
+// taking bytes (no progress for `no_progress`: its output buffer is full and
+// it no longer reads from us) or `limit` bytes are sent. The stream sent is
+// `block` repeated, cut at the returned size.
+std::size_t send_without_reading(int fd, std::string_view block, std::chrono::milliseconds no_progress = 500ms,
+                                 std::size_t limit = 64u << 20);
+
+// `block` repeated up to `size` bytes: what send_without_reading sent.
+std::string repeated(std::string_view block, std::size_t size);
+
+// Receives until `size` bytes have arrived, end of file, an error, nothing
+// for `quiet` (the server has stopped sending), or the deadline.
+std::string receive_up_to(int fd, std::size_t size, std::chrono::milliseconds quiet = 1s,
+                          std::chrono::milliseconds deadline = 20s);
+
 // Closes `fd` with SO_LINGER 0, so the peer gets a RST instead of a FIN.
 void reset_connection(unique_fd& fd);
 
@@ -176,6 +192,14 @@ bool readable_within(int fd, std::chrono::milliseconds timeout);
 // lines an action prints, so it cannot block. No REQUIRE inside `action`:
 // Catch2 would print its report into the pipe.
 std::string output_of(std::FILE* stream, const std::function<void()>& action);
+
+// Prints "SKIPPED: <why>" and exits with 77, which ctest reports as skipped
+// (SKIP_RETURN_CODE): for what this machine cannot do, never for a failure.
+[[noreturn]] void skip_test(std::string_view why);
+
+// Raises this process's soft RLIMIT_NOFILE to at least `wanted` (a test that
+// holds thousands of connections); skips the test if the hard limit is lower.
+void raise_descriptor_limit_or_skip(unsigned long wanted);
 
 // Polls `condition` every few milliseconds until it holds or the deadline.
 bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds timeout = 5s);

@@ -18,9 +18,7 @@ void skip_unless_strace_available() {
     if (::access("/usr/bin/strace", X_OK) == 0 || std::system("command -v strace >/dev/null 2>&1") == 0) {
         return;
     }
-    std::printf("SKIPPED: strace is not installed (apt-get install strace)\n");
-    std::fflush(stdout);
-    std::_Exit(77);
+    skip_test("strace is not installed (apt-get install strace)");
 }
 
 TraceFile::TraceFile(std::string_view name) {
