@@ -1,6 +1,7 @@
 #include "common/event_names.hpp"
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/epoll.h>
 
 #include <cstdio>
@@ -43,6 +44,11 @@ std::string poll_event_names(short events) {
                                                              {POLLERR, "POLLERR"},
                                                              {POLLHUP, "POLLHUP"},
                                                              {POLLNVAL, "POLLNVAL"},
+                                                             {POLLRDNORM, "POLLRDNORM"},
+                                                             {POLLRDBAND, "POLLRDBAND"},
+                                                             {POLLWRNORM, "POLLWRNORM"},
+                                                             {POLLWRBAND, "POLLWRBAND"},
+                                                             {POLLMSG, "POLLMSG"},
                                                          });
 }
 
@@ -59,6 +65,21 @@ std::string epoll_event_names(std::uint32_t events) {
                                 {EPOLLONESHOT, "EPOLLONESHOT"},
                                 {EPOLLET, "EPOLLET"},
                             });
+}
+
+std::string sigpoll_code_name(int code) {
+    switch (code) {
+        case POLL_IN: return "POLL_IN";
+        case POLL_OUT: return "POLL_OUT";
+        case POLL_MSG: return "POLL_MSG";
+        case POLL_ERR: return "POLL_ERR";
+        case POLL_PRI: return "POLL_PRI";
+        case POLL_HUP: return "POLL_HUP";
+        case SI_KERNEL: return "SI_KERNEL";
+        case SI_USER: return "SI_USER";
+        case SI_QUEUE: return "SI_QUEUE";
+        default: return std::to_string(code);
+    }
 }
 
 }  // namespace iomodels

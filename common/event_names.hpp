@@ -15,4 +15,9 @@ std::string poll_event_names(short events);
 // are shown in hex.
 std::string epoll_event_names(std::uint32_t events);
 
+// The si_code of a signal raised by signal-driven I/O (O_ASYNC): "POLL_IN",
+// "POLL_OUT", "POLL_ERR", "POLL_HUP"...; "SI_KERNEL" for the plain SIGIO the
+// kernel sends when a real-time signal could not be queued.
+std::string sigpoll_code_name(int code);
+
 }  // namespace iomodels

@@ -103,6 +103,19 @@ void parse_command_line_or_exit(const CommandLine& command, int argc, char** arg
     }
 }
 
+namespace {
+
+// A chapter's own options: into the synopsis and the list.
+void append_options(CommandLine& command, std::vector<Option> extra) {
+    for (Option& option : extra) {
+        command.synopsis += " [" + std::string(option.name);
+        command.synopsis += option.value_name.empty() ? "]" : " " + std::string(option.value_name) + "]";
+        command.options.push_back(std::move(option));
+    }
+}
+
+}  // namespace
+
 CommandLine server_command_line(ServerOptions& options, std::string_view purpose, std::uint16_t default_port,
                                 std::vector<Option> extra) {
     options.port = default_port;
@@ -138,11 +151,7 @@ CommandLine server_command_line(ServerOptions& options, std::string_view purpose
         .operand_name = "PORT",
         .operand_hint = "(expected one number from 0 to 65535)",
     };
-    for (Option& option : extra) {
-        command.synopsis += " [" + std::string(option.name);
-        command.synopsis += option.value_name.empty() ? "]" : " " + std::string(option.value_name) + "]";
-        command.options.push_back(std::move(option));
-    }
+    append_options(command, std::move(extra));
     return command;
 }
 
@@ -165,12 +174,12 @@ std::string ClientOptions::message() const {
 }
 
 ClientOptions parse_client_options_or_exit(int argc, char** argv, std::string_view purpose,
-                                           std::uint16_t default_port) {
+                                           std::uint16_t default_port, std::vector<Option> extra) {
     ClientOptions options;
     options.port = default_port;
     const std::string port_help = "server's port (default " + std::to_string(default_port) + ")";
-    const CommandLine command{
-        .synopsis = "[--host ADDR] [--port PORT] [MESSAGE...]",
+    CommandLine command{
+        .synopsis = "[--host ADDR] [--port PORT]",
         .purpose = purpose,
         .options =
             {
@@ -194,6 +203,8 @@ ClientOptions parse_client_options_or_exit(int argc, char** argv, std::string_vi
         .operand_name = "MESSAGE",
         .operand_hint = "",
     };
+    append_options(command, std::move(extra));
+    command.synopsis += " [MESSAGE...]";
     parse_command_line_or_exit(command, argc, argv);
     return options;
 }

@@ -73,8 +73,9 @@ struct ClientOptions {
     [[nodiscard]] std::string message() const;
 };
 
-// Parses a client's command line (--help: exit 0; bad arguments: exit 2).
+// Parses a client's command line (--help: exit 0; bad arguments: exit 2),
+// with the chapter's `extra` options.
 ClientOptions parse_client_options_or_exit(int argc, char** argv, std::string_view purpose,
-                                           std::uint16_t default_port);
+                                           std::uint16_t default_port, std::vector<Option> extra = {});
 
 }  // namespace iomodels

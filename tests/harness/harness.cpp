@@ -108,6 +108,8 @@ Process Process::start(const std::vector<std::string>& argv, const StartOptions&
     }
     child_env.push_back(nullptr);
     const rlimit nofile{static_cast<rlim_t>(options.rlimit_nofile), static_cast<rlim_t>(options.rlimit_nofile)};
+    const rlimit sigpending{static_cast<rlim_t>(options.rlimit_sigpending),
+                            static_cast<rlim_t>(options.rlimit_sigpending)};
 
     const pid_t pid = ::fork();
     REQUIRE(pid != -1);
@@ -126,6 +128,9 @@ Process Process::start(const std::vector<std::string>& argv, const StartOptions&
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
         if (options.rlimit_nofile > 0) {
             ::setrlimit(RLIMIT_NOFILE, &nofile);
+        }
+        if (options.rlimit_sigpending > 0) {
+            ::setrlimit(RLIMIT_SIGPENDING, &sigpending);
         }
         ::execve(child_argv[0], child_argv.data(), child_env.data());
         ::execvpe(child_argv[0], child_argv.data(), child_env.data());  // "strace": search PATH

@@ -39,6 +39,7 @@ struct StartOptions {
     std::string stdin_data;           // run() only: written to the program's stdin, then closed
     std::vector<std::string> env;     // extra "NAME=value" entries
     int rlimit_nofile = 0;            // >0: the program's RLIMIT_NOFILE (soft and hard)
+    int rlimit_sigpending = 0;        // >0: its RLIMIT_SIGPENDING: how many signals can be queued
 };
 
 struct Completed;
