@@ -39,12 +39,7 @@ TEST_CASE("the server sleeps in ppoll over a pollfd array that grows and shrinks
     REQUIRE(eventually([&] { return resources_of(server_pid).descriptors == 5; }));  // the connection is closed
     // ...and the server is asleep in its next ppoll (the kernel's wait
     // function shows in /proc/PID/wchan), so that the trace ends with it.
-    REQUIRE(eventually([&] {
-        std::ifstream wchan("/proc/" + std::to_string(server_pid) + "/wchan");
-        std::string where;
-        wchan >> where;
-        return where.find("poll") != std::string::npos;
-    }));
+    REQUIRE(eventually([&] { return sleeping_in(server_pid, "poll"); }));
     const std::string summary = stop_traced_server(server);
 
     const Trace trace = Trace::read(trace_file.path());

@@ -2,12 +2,9 @@
 // programs: the edge-triggered server, its --no-drain bug, and lt_vs_et.
 // (The echo contract itself is the conformance suite's job.)
 
-#include <signal.h>
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <fstream>
-#include <iterator>
 #include <map>
 #include <string>
 #include <vector>
@@ -26,14 +23,6 @@ constexpr int idle_descriptors = 7;
 
 void send_whole(int fd, const std::string& bytes) {
     REQUIRE(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
-}
-
-// The state letter of /proc/PID/stat: 'T' or 't' once a SIGSTOP has taken effect.
-char process_state(pid_t pid) {
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-    const auto end_of_name = text.rfind(") ");
-    return end_of_name == std::string::npos ? '?' : text[end_of_name + 2];
 }
 
 // The descriptor a recvfrom/epoll_ctl call is about: its first argument.
@@ -188,12 +177,11 @@ TEST_CASE("fairness: with a read budget, two connections with data waiting take 
     REQUIRE(eventually([&] { return resources_of(server_pid).descriptors == idle_descriptors + 2; }));
     // Stop the server, so that both connections' data is waiting before it
     // reads any: 40000 bytes each (fits in the socket buffers).
-    REQUIRE(::kill(server_pid, SIGSTOP) == 0);
-    REQUIRE(eventually([&] { return process_state(server_pid) == 'T' || process_state(server_pid) == 't'; }));
+    suspend_process(server_pid);
     const std::string first_message = random_bytes(40000, 21), second_message = random_bytes(40000, 22);
     send_whole(first.get(), first_message);
     send_whole(second.get(), second_message);
-    REQUIRE(::kill(server_pid, SIGCONT) == 0);
+    resume_process(server_pid);
     CHECK(receive_up_to(first.get(), first_message.size(), 5s) == first_message);
     CHECK(receive_up_to(second.get(), second_message.size(), 5s) == second_message);
     first.reset();

@@ -1,5 +1,6 @@
 #include "harness/harness.hpp"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -288,12 +290,14 @@ Server start_server(const std::string& path, const std::vector<std::string>& arg
     const auto line = process.read_stdout_line(10s);
     INFO("server: " << path << "\nstderr:\n" << process.stderr_text());
     REQUIRE(line.has_value());  // the ready line came within 10 s
-    const std::string prefix = "listening on 127.0.0.1:";
+    // "listening on 127.0.0.1:PORT", or "listening on udp 127.0.0.1:PORT"
+    const std::string prefix =
+        line->rfind("listening on udp ", 0) == 0 ? "listening on udp 127.0.0.1:" : "listening on 127.0.0.1:";
     REQUIRE(line->rfind(prefix, 0) == 0);
     const auto port = iomodels::parse_port(std::string_view(*line).substr(prefix.size()));
     REQUIRE(port.has_value());
     REQUIRE(*port != 0);
-    return Server{std::move(process), *port};
+    return Server{std::move(process), *port, *line};
 }
 
 std::string stop_server(Server& server) {
@@ -470,6 +474,37 @@ std::vector<Exchange> echo_concurrently(std::uint16_t port, const std::vector<st
     return results;
 }
 
+unique_fd udp_socket_to(std::uint16_t port) {
+    unique_fd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    REQUIRE(fd.valid());
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0);
+    return fd;
+}
+
+std::optional<std::string> receive_datagram(int fd, std::chrono::milliseconds timeout) {
+    if (!readable_within(fd, timeout)) {
+        return std::nullopt;
+    }
+    std::string datagram(65536, '\0');
+    const ssize_t received = ::recv(fd, datagram.data(), datagram.size(), 0);
+    if (received < 0) {
+        return std::nullopt;
+    }
+    datagram.resize(static_cast<std::size_t>(received));
+    return datagram;
+}
+
+std::optional<std::string> udp_echo(int fd, std::string_view datagram, std::chrono::milliseconds timeout) {
+    if (::send(fd, datagram.data(), datagram.size(), 0) != static_cast<ssize_t>(datagram.size())) {
+        return std::nullopt;
+    }
+    return receive_datagram(fd, timeout);
+}
+
 std::size_t send_without_reading(int fd, std::string_view block, std::chrono::milliseconds no_progress,
                                  std::size_t limit) {
     const int flags = ::fcntl(fd, F_GETFL);
@@ -609,6 +644,33 @@ std::string output_of(std::FILE* stream, const std::function<void()>& action) {
     }
     return text;
 }
+
+namespace {
+
+// The state letter of /proc/PID/stat ('R', 'S', 'T', 't', 'Z'...).
+char process_state(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    const std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const auto end_of_name = text.rfind(") ");
+    return end_of_name == std::string::npos || end_of_name + 2 >= text.size() ? '?' : text[end_of_name + 2];
+}
+
+}  // namespace
+
+bool sleeping_in(pid_t pid, std::string_view function) {
+    std::ifstream wchan("/proc/" + std::to_string(pid) + "/wchan");
+    std::string where;
+    wchan >> where;
+    return where.find(function) != std::string::npos;
+}
+
+void suspend_process(pid_t pid) {
+    REQUIRE(::kill(pid, SIGSTOP) == 0);
+    INFO("process " << pid << " did not stop after SIGSTOP");
+    REQUIRE(eventually([&] { return process_state(pid) == 'T' || process_state(pid) == 't'; }));
+}
+
+void resume_process(pid_t pid) { REQUIRE(::kill(pid, SIGCONT) == 0); }
 
 void skip_test(std::string_view why) {
     std::printf("SKIPPED: %.*s\n", static_cast<int>(why.size()), why.data());

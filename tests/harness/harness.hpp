@@ -101,9 +101,10 @@ Completed run(const std::vector<std::string>& argv, const StartOptions& options 
 struct Server {
     Process process;
     std::uint16_t port;
+    std::string ready_line;  // "listening on 127.0.0.1:PORT" or "listening on udp 127.0.0.1:PORT"
 };
 
-// Starts `path 0 args...`, reads "listening on 127.0.0.1:PORT" within 10 s
+// Starts `path 0 args...`, reads "listening on [udp ]127.0.0.1:PORT" within 10 s
 // (REQUIREs it), and returns the running server. `wrapper` goes in front of
 // the command line (e.g. {"strace", "-f", "-o", file}).
 Server start_server(const std::string& path, const std::vector<std::string>& args = {},
@@ -153,6 +154,18 @@ Exchange echo_once(std::uint16_t port, std::string_view payload, std::chrono::mi
 std::vector<Exchange> echo_concurrently(std::uint16_t port, const std::vector<std::string>& payloads,
                                         std::size_t max_chunk, std::chrono::milliseconds timeout = 60s);
 
+// ---- UDP clients ---------------------------------------------------------
+
+// A UDP socket connect()ed to 127.0.0.1:port: send() needs no address and
+// recv() takes only that server's datagrams.
+unique_fd udp_socket_to(std::uint16_t port);
+
+// The next datagram on `fd` within `timeout` (nullopt: none came).
+std::optional<std::string> receive_datagram(int fd, std::chrono::milliseconds timeout);
+
+// Sends one datagram and waits for one back (nullopt: lost or refused).
+std::optional<std::string> udp_echo(int fd, std::string_view datagram, std::chrono::milliseconds timeout = 2s);
+
 // A peer that does not read its echo: sends `block` again and again on
 // `fd` (non-blocking meanwhile) without reading, until the server stops
 // taking bytes (no progress for `no_progress`: its output buffer is full and
@@ -181,6 +194,17 @@ struct Resources {
     int zombies = 0;      // children that exited and were not reaped
 };
 Resources resources_of(pid_t pid);
+
+// True if the process sleeps in a kernel function whose name contains
+// `function` (/proc/PID/wchan: "sigsuspend", "poll", "do_sigtimedwait"...):
+// it has finished what it was doing and waits for the next event.
+bool sleeping_in(pid_t pid, std::string_view function);
+
+// SIGSTOP, then waits until the process is stopped (state T, or t under
+// strace), so that what is sent to it meanwhile piles up unread.
+void suspend_process(pid_t pid);
+// SIGCONT.
+void resume_process(pid_t pid);
 
 // User plus system CPU time the process has used so far (/proc/PID/stat).
 std::chrono::milliseconds cpu_time(pid_t pid);

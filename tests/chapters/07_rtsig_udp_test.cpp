@@ -1,0 +1,227 @@
+// 07-rtsig-udp: the UDP echo contract on both signal-driven servers, the
+// real-time queue overflow and its SIGIO fallback, what strace shows, and
+// the client's loss report.
+
+#include <sys/socket.h>
+
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "catch.hpp"
+#include "harness/harness.hpp"
+#include "harness/strace.hpp"
+
+using namespace harness;
+
+namespace {
+
+// Both servers keep the same UDP contract; their tests run on each.
+const std::vector<std::string> servers{RTSIG_UDP_SERVER, RTSIG_UDP_SERVER_SIGIO};
+
+std::string name_of(const std::string& path) { return path.substr(path.rfind('/') + 1); }
+
+}  // namespace
+
+TEST_CASE("UDP: datagrams of 0, 1, 1400 and 65507 bytes come back unchanged, to their sender") {
+    for (const std::string& path : servers) {
+        INFO(name_of(path));
+        Server server = start_server(path, {"--quiet"});
+        CHECK(server.ready_line == "listening on udp 127.0.0.1:" + std::to_string(server.port));
+        unique_fd first = udp_socket_to(server.port);
+        unique_fd second = udp_socket_to(server.port);
+        std::uint64_t bytes = 0;
+        for (const std::size_t size : {0, 1, 1400, 65507}) {
+            INFO(size << " bytes");
+            const std::string datagram = random_bytes(size, static_cast<std::uint32_t>(size));
+            CHECK(udp_echo(first.get(), datagram) == datagram);
+            CHECK(udp_echo(second.get(), datagram) == datagram);  // each sender gets its own echo
+            bytes += 2 * size;
+        }
+        CHECK_FALSE(readable_within(first.get(), 100ms));  // one echo per datagram, no more
+        const std::string summary = stop_server(server);
+        CHECK(summary_count(summary, "datagrams echoed") == 8);
+        CHECK(summary_count(summary, "bytes echoed") == bytes);
+        CHECK(summary_count(summary, "echoes lost") == 0);
+    }
+}
+
+TEST_CASE("UDP: 1000 datagrams from 10 clients at once are all echoed") {
+    for (const std::string& path : servers) {
+        INFO(name_of(path));
+        Server server = start_server(path, {"--quiet"});
+        constexpr int clients = 10, per_client = 100;
+        std::vector<unique_fd> sockets;
+        for (int c = 0; c < clients; ++c) {
+            sockets.push_back(udp_socket_to(server.port));
+        }
+        std::vector<int> echoed(clients, 0);
+        std::vector<std::thread> threads;
+        for (int c = 0; c < clients; ++c) {
+            // Each client waits for an echo before sending the next (no
+            // assertion in a thread: Catch2 is not thread-safe; count, check later).
+            threads.emplace_back([&, c] {
+                for (int i = 0; i < per_client; ++i) {
+                    const std::string datagram =
+                        random_bytes(100 + static_cast<std::size_t>(i), static_cast<std::uint32_t>(1000 * c + i));
+                    echoed[c] += udp_echo(sockets[c].get(), datagram, 5s) == datagram;
+                }
+            });
+        }
+        for (std::thread& thread : threads) {
+            thread.join();
+        }
+        for (int c = 0; c < clients; ++c) {
+            INFO("client " << c);
+            CHECK(echoed[c] == per_client);
+        }
+        const std::string summary = stop_server(server);
+        CHECK(summary_count(summary, "datagrams echoed") == clients * per_client);
+    }
+}
+
+TEST_CASE("UDP: a full real-time signal queue falls back to SIGIO, and no datagram is lost") {
+    // RLIMIT_SIGPENDING 8: at most 8 signals queued. The server is stopped
+    // while 200 datagrams arrive: 200 events, 8 queued signals, then the
+    // kernel sends plain SIGIO instead.
+    StartOptions options;
+    options.rlimit_sigpending = 8;
+    Server server = start_server(RTSIG_UDP_SERVER, {}, options);
+    unique_fd client = udp_socket_to(server.port);
+    REQUIRE(eventually([&] { return sleeping_in(server.process.pid(), "sigtimedwait"); }));
+    suspend_process(server.process.pid());
+    std::vector<std::string> sent;
+    for (int i = 0; i < 200; ++i) {
+        sent.push_back("datagram " + std::to_string(i));
+        REQUIRE(::send(client.get(), sent.back().data(), sent.back().size(), 0) ==
+                static_cast<ssize_t>(sent.back().size()));
+    }
+    resume_process(server.process.pid());
+    for (const std::string& datagram : sent) {
+        CHECK(receive_datagram(client.get(), 5s) == datagram);  // all of them, in order
+    }
+    const std::string summary = stop_server(server);
+    const std::string log = server.process.stderr_text();
+    INFO(log);
+    // (RLIMIT_SIGPENDING counts the signals pending for all of the user's
+    // processes, so other programs running meanwhile may leave fewer than
+    // 8 places for ours.)
+    CHECK(log.find("SIGIO (si_code SI_KERNEL): the real-time signal queue overflowed; ") != std::string::npos);
+    CHECK(summary_count(summary, "queued signals flushed") <= 8);
+    CHECK(summary_count(summary, "queue overflows (SIGIO)") >= 1);
+    CHECK(summary_count(summary, "datagrams echoed") == 200);
+}
+
+TEST_CASE("UDP: plain SIGIO does not queue: many datagrams, one signal, one drain") {
+    Server server = start_server(RTSIG_UDP_SERVER_SIGIO, {});
+    unique_fd client = udp_socket_to(server.port);
+    // In its loop (past the drain it does once at start), asleep.
+    REQUIRE(eventually([&] { return sleeping_in(server.process.pid(), "sigsuspend"); }));
+    suspend_process(server.process.pid());
+    for (int i = 0; i < 50; ++i) {
+        REQUIRE(::send(client.get(), "x", 1, 0) == 1);
+    }
+    resume_process(server.process.pid());
+    for (int i = 0; i < 50; ++i) {
+        REQUIRE(receive_datagram(client.get(), 5s) == "x");
+    }
+    const std::string summary = stop_server(server);
+    const std::string log = server.process.stderr_text();
+    INFO(log);
+    // 50 arrivals while SIGIO was pending made one pending SIGIO: its
+    // handler ran once, and the drain read all 50.
+    CHECK(log.find("SIGIO: 50 datagrams echoed") != std::string::npos);
+    CHECK(summary_count(summary, "SIGIO wakeups") == 1);
+}
+
+TEST_CASE("UDP: strace shows the socket armed with F_SETOWN, F_SETSIG and O_ASYNC, and sigwaitinfo taking the signal") {
+    skip_unless_strace_available();
+    TraceFile trace_file("rtsig-udp");
+    Server server = start_server(RTSIG_UDP_SERVER, {"--quiet"}, {},
+                                 strace_command(trace_file.path(), "fcntl,rt_sigtimedwait,recvfrom"));
+    const pid_t server_pid = traced_pid(server.process.pid());
+    // Past its first drain, waiting for a signal: each datagram now raises one.
+    REQUIRE(eventually([&] { return sleeping_in(server_pid, "sigtimedwait"); }));
+    unique_fd client = udp_socket_to(server.port);
+    for (const char* datagram : {"hello", "again"}) {
+        REQUIRE(udp_echo(client.get(), datagram) == datagram);
+        // Its signal taken and the server asleep again (a signal still
+        // queued would otherwise come after SIGTERM: lower numbers first).
+        REQUIRE(eventually([&] { return sleeping_in(server_pid, "sigtimedwait"); }));
+    }
+    stop_traced_server(server);
+
+    const Trace trace = Trace::read(trace_file.path());
+    INFO(trace.text);
+    const auto fcntls = trace.calls_named("fcntl");
+    REQUIRE(fcntls.size() == 4);
+    CHECK(fcntls[0].args == "3, F_SETOWN, " + std::to_string(server_pid));  // the server's own pid, not pid + 1
+    CHECK(fcntls[1].args.find("3, F_SETSIG, SIGRT_") == 0);
+    CHECK(fcntls[2].args == "3, F_GETFL");
+    CHECK(fcntls[2].result.find("O_RDWR") != std::string::npos);
+    // F_SETFL keeps what F_GETFL returned (O_RDWR) and adds the two flags.
+    // (strace calls O_ASYNC by its old name, FASYNC.)
+    CHECK((fcntls[3].args == "3, F_SETFL, O_RDWR|O_NONBLOCK|FASYNC" ||
+           fcntls[3].args == "3, F_SETFL, O_RDWR|O_NONBLOCK|O_ASYNC"));
+    // Each datagram: rt_sigtimedwait (sigwaitinfo) returns the I/O signal,
+    // whose siginfo names the socket, then recvfrom until EAGAIN. strace 5
+    // does not know that POLL_IN (si_code 1) on a real-time signal means a
+    // sigpoll siginfo: it prints si_band as "si_pid=65" (POLLIN|POLLRDNORM)
+    // and si_fd as "si_int=3".
+    const std::string io_signal = trace.calls_named("fcntl")[1].args.substr(std::string("3, F_SETSIG, ").size());
+    int io_signals = 0;
+    for (const Syscall& call : trace.calls_named("rt_sigtimedwait")) {
+        if (call.args.find("si_signo=" + io_signal + ",") != std::string::npos) {
+            ++io_signals;
+            CHECK(call.result.find("(" + io_signal + ")") != std::string::npos);
+            CHECK((call.args.find("si_fd=3") != std::string::npos || call.args.find("si_int=3,") != std::string::npos));
+        }
+    }
+    CHECK(io_signals == 2);
+    const auto reads = trace.calls_named("recvfrom");
+    REQUIRE_FALSE(reads.empty());
+    CHECK(reads.front().error() == "EAGAIN");  // the read right after arming: nothing yet
+    CHECK(reads.back().error() == "EAGAIN");
+}
+
+TEST_CASE("UDP client: each datagram's echo is printed, and with no server it reports the loss and exits 1") {
+    Server server = start_server(RTSIG_UDP_SERVER, {"--quiet"});
+    const std::string port = std::to_string(server.port);
+    const Completed ok = run({RTSIG_UDP_CLIENT, "--port", port, "one", "two words", ""});
+    CHECK(ok.status.describe() == "exit 0");
+    CHECK(ok.out == "one\ntwo words\n\n");
+    CHECK(ok.err.find("3 datagrams sent, 3 echoed, 0 lost") != std::string::npos);
+
+    StartOptions lines;
+    lines.stdin_data = "first line\nsecond line\n";
+    CHECK(run({RTSIG_UDP_CLIENT, "--port", port}, lines).out == "first line\nsecond line\n");
+
+    // A stopped server does not answer: the client waits --timeout-ms, then says so.
+    suspend_process(server.process.pid());
+    const Completed silent = run({RTSIG_UDP_CLIENT, "--port", port, "--timeout-ms", "200", "anyone?"});
+    resume_process(server.process.pid());
+    CHECK(silent.status.describe() == "exit 1");
+    CHECK(silent.err.find("datagram 1 (7 bytes): no echo within 200 ms: lost") != std::string::npos);
+    stop_server(server);
+
+    // Nobody on the port at all: the ICMP "port unreachable" is ECONNREFUSED.
+    const Completed refused = run({RTSIG_UDP_CLIENT, "--port", port, "hello"});
+    CHECK(refused.status.describe() == "exit 1");
+    CHECK(refused.err.find("[ECONNREFUSED]") != std::string::npos);
+    CHECK(refused.err.find("1 datagrams sent, 0 echoed, 1 lost") != std::string::npos);
+}
+
+TEST_CASE("UDP: a port in use gives the bind error and exit 1, bad arguments exit 2") {
+    Server server = start_server(RTSIG_UDP_SERVER, {"--quiet"});
+    for (const std::string& path : servers) {
+        INFO(name_of(path));
+        const Completed taken = run({path, std::to_string(server.port)});
+        CHECK(taken.status.describe() == "exit 1");
+        CHECK(taken.err == name_of(path) + ": bind udp 127.0.0.1:" + std::to_string(server.port) +
+                               ": Address already in use [EADDRINUSE]\n");
+        CHECK(run({path, "70000"}).status.describe() == "exit 2");
+        CHECK(run({path, "--help"}).status.describe() == "exit 0");
+    }
+    CHECK(run({RTSIG_UDP_CLIENT, "--timeout-ms", "0"}).status.describe() == "exit 2");
+    stop_server(server);
+}
