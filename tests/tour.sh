@@ -129,11 +129,19 @@ start_server() {
         cat "$stderr_file" >&2
         fail "$name exited (status $read_status) before printing its ready line"
     fi
-    if [[ ! $line =~ ^listening\ on\ 127\.0\.0\.1:([0-9]+)$ ]]; then
-        fail "$name: expected \"listening on 127.0.0.1:PORT\", got \"$line\""
+    if [[ ! $line =~ ^listening\ on\ ${READY_KIND:-}127\.0\.0\.1:([0-9]+)$ ]]; then
+        fail "$name: expected \"listening on ${READY_KIND:-}127.0.0.1:PORT\", got \"$line\""
     fi
     SERVER_PORT[$name]=${BASH_REMATCH[1]}
     step "$name started: pid $pid, $line"
+}
+
+# start_udp_server NAME PROGRAM [ARGS...]: the same for a UDP server, whose
+# ready line is "listening on udp 127.0.0.1:PORT".
+start_udp_server() {
+    local name=$1 program=$2
+    shift 2
+    READY_KIND="udp " start_server "$name" "$program" 0 "$@"
 }
 
 # stop_server NAME: SIGTERM, then waits for the exit and shows its status
@@ -296,6 +304,37 @@ tour_06_epoll_et() {
     show "server --no-drain: a client sending 100000 bytes is still waiting for its echo after 1 s (timeout: 124)"
     show_server_log epoll_et_no_drain "once (--no-drain)"
     stop_server epoll_et_no_drain
+}
+
+# 07-rtsig-udp: a real-time signal says a datagram is waiting; the classic SIGIO variant.
+tour_07_rtsig_udp() {
+    local dir=$1 name reply status
+    heading "07-rtsig-udp: F_SETSIG + O_ASYNC: a signal says \"ready\"; sigwaitinfo takes it, recvfrom copies"
+
+    for name in server server_sigio; do
+        start_udp_server "rtsig_udp_$name" "$dir/$name"
+        status=0
+        reply=$(timeout --foreground "$DEADLINE_SECONDS" "$dir/client" --port "${SERVER_PORT[rtsig_udp_$name]}" \
+            hello "from the tour" 2>"$TOUR_TMP/client.stderr") || status=$?
+        ((status == 0)) || fail "client of $name: exit status $status: $(cat "$TOUR_TMP/client.stderr")"
+        [[ $reply == $'hello\nfrom the tour' ]] || fail "client of $name got back \"$reply\""
+        show "client sent 2 datagrams (\"hello\", \"from the tour\"), got both back; $(cat "$TOUR_TMP/client.stderr")"
+        show_server_log "rtsig_udp_$name" "SIGRTMIN+1\|SIGIO"
+        stop_server "rtsig_udp_$name"
+    done
+}
+
+# 08-rtsig-tcp: one real-time signal for every TCP socket, si_fd says which.
+tour_08_rtsig_tcp() {
+    local dir=$1 client=$BUILD_DIR/01-blocking/client name
+    heading "08-rtsig-tcp: one real-time signal for the listening socket and every connection; si_fd says which"
+
+    for name in server server_handler; do
+        start_server "rtsig_tcp_$name" "$dir/$name" 0
+        expect_echo "$client" "${SERVER_PORT[rtsig_tcp_$name]}" hello from the tour
+        show_server_log "rtsig_tcp_$name" "SIGRTMIN+1"
+        stop_server "rtsig_tcp_$name"
+    done
 }
 
 # --------------------------------------------------------------------- main
