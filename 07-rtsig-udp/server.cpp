@@ -135,19 +135,12 @@ int main(int argc, char** argv) {
         }
         if (signal == SIGIO) {
             // The real-time queue overflowed: some events have no signal.
-            // First throw away the real-time signals still queued (a zero
-            // timeout takes one if pending, else fails with EAGAIN), then
-            // read everything: a datagram arriving after the flush raises a
-            // fresh signal, so the order flush-then-drain loses nothing.
+            // First throw away the real-time signals still queued
+            // (discard_pending: sigtimedwait with a zero timeout until it
+            // says EAGAIN), then read everything: a datagram arriving after
+            // the flush raises a fresh signal, so flush-then-drain loses nothing.
             ++counters.overflows;
-            sigset_t io_only;
-            ::sigemptyset(&io_only);
-            ::sigaddset(&io_only, io_signal);
-            const timespec no_wait{0, 0};
-            std::uint64_t flushed = 0;
-            while (::sigtimedwait(&io_only, nullptr, &no_wait) == io_signal) {
-                ++flushed;
-            }
+            const std::uint64_t flushed = discard_pending(io_signal);
             counters.stale_signals += flushed;
             const std::uint64_t drained = echo_until_eagain(socket_fd.get(), counters.echo, log);
             log("SIGIO (si_code %s): the real-time signal queue overflowed; %llu queued signals flushed, "

@@ -90,14 +90,7 @@ int main(int argc, char** argv) {
             // look at every socket: an event after the flush raises a new
             // signal, so flush-then-poll misses nothing.
             ++server.counters.overflows;
-            sigset_t io_only;
-            ::sigemptyset(&io_only);
-            ::sigaddset(&io_only, io_signal);
-            const timespec no_wait{0, 0};
-            std::uint64_t flushed = 0;
-            while (::sigtimedwait(&io_only, nullptr, &no_wait) == io_signal) {
-                ++flushed;
-            }
+            const std::uint64_t flushed = discard_pending(io_signal);  // sigtimedwait, timeout 0, until EAGAIN
             server.counters.stale_signals += flushed;
             log("SIGIO (si_code %s): the real-time signal queue overflowed; %llu queued signals flushed, "
                 "resynchronising %zu connections with poll",

@@ -166,11 +166,7 @@ int main(int argc, char** argv) {
             ::sigemptyset(&io_only);
             ::sigaddset(&io_only, io_signal);
             ::sigprocmask(SIG_BLOCK, &io_only, nullptr);  // none may be recorded after the drain below
-            const timespec no_wait{0, 0};
-            std::uint64_t flushed = 0;
-            while (::sigtimedwait(&io_only, nullptr, &no_wait) == io_signal) {
-                ++flushed;
-            }
+            std::uint64_t flushed = discard_pending(io_signal);
             ::fcntl(record_read.get(), F_SETFL, ::fcntl(record_read.get(), F_GETFL) | O_NONBLOCK);
             for (ssize_t more; (more = ::read(record_read.get(), records.data(), sizeof records)) > 0;) {
                 for (const Record& event : std::span(records).first(static_cast<std::size_t>(more) / sizeof(Record))) {

@@ -129,6 +129,18 @@ sigset_t stop_signals() {
     return set;
 }
 
+std::uint64_t discard_pending(int signal) {
+    sigset_t only;
+    ::sigemptyset(&only);
+    ::sigaddset(&only, signal);
+    const timespec no_wait{0, 0};
+    std::uint64_t discarded = 0;
+    while (::sigtimedwait(&only, nullptr, &no_wait) == signal) {
+        ++discarded;
+    }
+    return discarded;
+}
+
 unique_fd open_stop_signal_fd() {
     const sigset_t stop = stop_signals();
     // Blocked first: otherwise the default action (terminate) would still

@@ -94,6 +94,12 @@ bool stop_signal_pending() noexcept;
 // The signal set {SIGINT, SIGTERM}, for sigprocmask/ppoll/epoll_pwait/signalfd.
 sigset_t stop_signals();
 
+// Takes every pending instance of `signal` (blocked, queued) off the queue
+// without waiting: sigtimedwait() with a zero timeout, until it says EAGAIN.
+// Returns how many there were. After a real-time signal queue overflow
+// (07, 08), the queued signals are stale and are thrown away this way.
+std::uint64_t discard_pending(int signal);
+
 // For an event loop that waits in epoll_wait: blocks SIGINT and SIGTERM and
 // returns a signalfd (non-blocking, close-on-exec) that becomes readable
 // when one of them arrives. The stop request is then one more descriptor in

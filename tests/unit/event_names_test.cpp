@@ -2,6 +2,7 @@
 #include "common/event_names.hpp"
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/epoll.h>
 
 #include "catch.hpp"
@@ -26,4 +27,12 @@ TEST_CASE("no event is \"0\" and unknown bits are shown in hex, not dropped") {
 TEST_CASE("poll events are named, the ones poll reports unasked included") {
     CHECK(poll_event_names(POLLIN | POLLRDHUP) == "POLLIN|POLLRDHUP");
     CHECK(poll_event_names(POLLERR | POLLHUP | POLLNVAL) == "POLLERR|POLLHUP|POLLNVAL");
+}
+
+TEST_CASE("the si_code of signal-driven I/O is named, and the overflow SIGIO's too") {
+    CHECK(iomodels::sigpoll_code_name(POLL_IN) == "POLL_IN");
+    CHECK(iomodels::sigpoll_code_name(POLL_OUT) == "POLL_OUT");
+    CHECK(iomodels::sigpoll_code_name(POLL_HUP) == "POLL_HUP");
+    CHECK(iomodels::sigpoll_code_name(SI_KERNEL) == "SI_KERNEL");
+    CHECK(iomodels::sigpoll_code_name(12345) == "12345");
 }

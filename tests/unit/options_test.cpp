@@ -139,3 +139,20 @@ TEST_CASE("usage_text shows the synopsis and the purpose and every option") {
     CHECK(mentions(usage, "sleep N ms between rounds"));
     CHECK(mentions(usage, "--help"));
 }
+
+TEST_CASE("parse_client_options_or_exit takes a chapter's extra option beside the messages") {
+    int timeout_ms = 1000;
+    std::vector<std::string> words{"client", "--port", "9000", "--timeout-ms", "250", "one", "two"};
+    std::vector<char*> argv;
+    for (std::string& word : words) {
+        argv.push_back(word.data());
+    }
+    const ClientOptions options = parse_client_options_or_exit(
+        static_cast<int>(argv.size()), argv.data(), "test client", 8007,
+        {{"--timeout-ms", "N", "wait", [&timeout_ms](std::string_view value) {
+              return std::from_chars(value.data(), value.data() + value.size(), timeout_ms).ec == std::errc{};
+          }}});
+    CHECK(options.port == 9000);
+    CHECK(timeout_ms == 250);
+    CHECK(options.words == std::vector<std::string>{"one", "two"});
+}

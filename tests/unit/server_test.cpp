@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -171,4 +172,37 @@ TEST_CASE("SIGINT after shut_down_on_stop makes a recv on that connection return
     // MSG_DONTWAIT: without the shutdown this would be -1 EAGAIN, not a hang.
     CHECK(::recv(connection.get(), &byte, 1, MSG_DONTWAIT) == 0);
     CHECK(::recv(peer.get(), &byte, 1, MSG_DONTWAIT) == 0);  // SHUT_RDWR: the peer sees EOF too
+}
+
+TEST_CASE("discard_pending takes every queued instance of a blocked real-time signal, without waiting") {
+    const int signal = SIGRTMIN + 5;
+    sigset_t only, before;
+    sigemptyset(&only);
+    sigaddset(&only, signal);
+    REQUIRE(::sigprocmask(SIG_BLOCK, &only, &before) == 0);
+    CHECK(discard_pending(signal) == 0);  // nothing queued: returns at once
+    for (int i = 0; i < 3; ++i) {
+        REQUIRE(::sigqueue(::getpid(), signal, sigval{i}) == 0);  // real-time signals queue: 3 of them
+    }
+    CHECK(discard_pending(signal) == 3);
+    sigset_t pending;
+    ::sigpending(&pending);
+    CHECK(sigismember(&pending, signal) == 0);
+    ::sigprocmask(SIG_SETMASK, &before, nullptr);
+}
+
+TEST_CASE("the stop signalfd becomes readable with the signal's number, and the signal does not kill") {
+    sigset_t before;
+    ::sigprocmask(SIG_SETMASK, nullptr, &before);
+    {
+        const unique_fd stop_fd = open_stop_signal_fd();
+        REQUIRE(stop_fd.valid());
+        signalfd_siginfo info{};
+        CHECK(::read(stop_fd.get(), &info, sizeof info) == -1);  // non-blocking, nothing yet
+        CHECK(errno == EAGAIN);
+        REQUIRE(::raise(SIGTERM) == 0);  // blocked: stays pending, readable on the signalfd
+        CHECK(::read(stop_fd.get(), &info, sizeof info) == static_cast<ssize_t>(sizeof info));
+        CHECK(info.ssi_signo == static_cast<std::uint32_t>(SIGTERM));
+    }
+    ::sigprocmask(SIG_SETMASK, &before, nullptr);
 }
