@@ -155,6 +155,12 @@ Process::Process(Process&& other) noexcept
 
 Process::~Process() {
     if (pid_ > 0 && !status_) {
+        // Its children first: a server traced by strace is strace's child,
+        // and killing strace alone would leave it running, detached.
+        std::ifstream children("/proc/" + std::to_string(pid_) + "/task/" + std::to_string(pid_) + "/children");
+        for (pid_t child; children >> child;) {
+            ::kill(child, SIGKILL);
+        }
         ::kill(pid_, SIGKILL);
         ::waitpid(pid_, nullptr, 0);
     }
