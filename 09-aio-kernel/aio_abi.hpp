@@ -1,0 +1,40 @@
+// 09-aio-kernel/aio_abi.hpp: the five kernel AIO system calls, by number.
+//
+// glibc has no wrappers for them (libaio has, with its own names and
+// types; this chapter does without it, as document 000 §5.2.1 does). Each
+// function below is one syscall(2) and nothing else, named like the system
+// call, so that the program reads as the strace output does. Like the raw
+// system calls, they return -1 and set errno on failure.
+//
+// The types come from <linux/aio_abi.h>: aio_context_t (an opaque handle),
+// struct iocb (one request) and struct io_event (one completion).
+#pragma once
+
+#include <linux/aio_abi.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+// Creates a context able to hold `max_events` requests in flight.
+inline int io_setup(unsigned max_events, aio_context_t* context) {
+    return static_cast<int>(::syscall(SYS_io_setup, max_events, context));
+}
+
+// Frees the context; requests still in flight are cancelled or waited for.
+inline int io_destroy(aio_context_t context) { return static_cast<int>(::syscall(SYS_io_destroy, context)); }
+
+// Queues `count` requests; returns how many were queued (maybe fewer).
+inline int io_submit(aio_context_t context, long count, iocb** requests) {
+    return static_cast<int>(::syscall(SYS_io_submit, context, count, requests));
+}
+
+// Waits until at least `min` requests have completed (or `timeout`, if not
+// null) and copies at most `max` completions into `events`.
+inline int io_getevents(aio_context_t context, long min, long max, io_event* events, timespec* timeout) {
+    return static_cast<int>(::syscall(SYS_io_getevents, context, min, max, events, timeout));
+}
+
+// Cancels a request still in flight (few kinds of request can be).
+inline int io_cancel(aio_context_t context, iocb* request, io_event* result) {
+    return static_cast<int>(::syscall(SYS_io_cancel, context, request, result));
+}
