@@ -1,0 +1,462 @@
+// 09-aio-kernel/aio_copy.cpp: copies a file with several kernel AIO
+// requests in flight at once.
+//
+// The point of asynchronous I/O: submit many requests, let the device work
+// on all of them, and collect the completions as they come. Here up to
+// --depth blocks are in flight; each block is read (IOCB_CMD_PREAD) into
+// its own aligned buffer and, once read, written (IOCB_CMD_PWRITE) from it:
+//
+//   io_setup(depth)                  one context
+//   io_submit(context, n, iocbs)     several requests in one call; it may
+//                                    queue fewer than n (the rest is
+//                                    submitted again later)
+//   io_getevents(context, 1, depth)  every completion that is ready, at
+//                                    least one; each io_event.res checked
+//
+// What a careful copy must handle, and this one does:
+// - O_DIRECT alignment (see aio_read): block size a multiple of it, aligned
+//   buffers; the last block of a file whose size is not a multiple of the
+//   alignment is written through a second, buffered descriptor;
+// - short reads: at the end of the file (expected), and elsewhere (the
+//   rest is read again); short writes: the rest is written again;
+// - errors: a failed request (res < 0) stops the copy, and the destination,
+//   incomplete, is removed rather than left looking like a copy.
+//
+// --eventfd: each request carries IOCB_FLAG_RESFD and an eventfd, which
+// the kernel increments at each completion. The program sleeps in
+// epoll_wait() on that eventfd, the way a server mixes file AIO with its
+// socket event loop, then reads the count and collects that many events.
+//
+// usage: aio_copy SRC DST [--depth N] [--block-size N] [--eventfd] [--quiet]
+//   (depth 8, block size 1 MiB by default; each request is reported unless --quiet)
+//
+// strace: strace -e trace=io_setup,io_submit,io_getevents,io_destroy ./build/09-aio-kernel/aio_copy SRC DST --depth 4
+//   io_submit(..., 4, [...]) = 4: four reads at once; io_getevents returning
+//   several events; then writes submitted from the completed buffers. No
+//   pread64/pwrite64: the kernel does the I/O.
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "aio_abi.hpp"
+#include "common/errors.hpp"
+#include "common/options.hpp"
+#include "common/unique_fd.hpp"
+
+using namespace iomodels;
+
+namespace {
+
+struct Settings {
+    std::string source, destination;
+    unsigned depth = 8;
+    std::size_t block_size = 1 << 20;
+    bool eventfd = false;
+    bool quiet = false;
+};
+
+// One block's journey: read into `buffer`, then written from it.
+struct Slot {
+    std::unique_ptr<unsigned char, decltype(&std::free)> buffer{nullptr, &std::free};
+    iocb request{};
+    enum class State { idle, reading, writing } state = State::idle;
+    long long offset = 0;    // of the block in both files
+    std::size_t length = 0;  // bytes of the block (less than block_size for the last one)
+    std::size_t done = 0;    // bytes read (while reading) or written (while writing) so far
+};
+
+struct Files {
+    unique_fd source_direct, source_buffered, destination_direct, destination_buffered;
+    bool direct = true;  // O_DIRECT accepted by both files
+    std::size_t alignment = 4096;
+};
+
+std::size_t dio_alignment(int fd) {
+    struct statx info {};
+    if (::statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &info) == 0 && (info.stx_mask & STATX_DIOALIGN) != 0 &&
+        info.stx_dio_offset_align != 0) {
+        return std::max<std::size_t>(info.stx_dio_mem_align, info.stx_dio_offset_align);
+    }
+    return 4096;
+}
+
+// Opens `path` with O_DIRECT, or, where the file system refuses it
+// (EINVAL), without. Sets `direct` to false in that case.
+unique_fd open_direct(const std::string& path, int flags, bool& direct) {
+    unique_fd fd(::open(path.c_str(), flags | O_DIRECT | O_CLOEXEC, 0644));
+    if (!fd && errno == EINVAL) {
+        direct = false;
+        fd.reset(::open(path.c_str(), flags | O_CLOEXEC, 0644));
+    }
+    return fd;
+}
+
+class Copy {
+public:
+    // completion_fd: the eventfd every request signals (IOCB_FLAG_RESFD), or -1.
+    Copy(const Settings& settings, Files& files, long long size, aio_context_t context, int completion_fd)
+        : settings_(settings), files_(files), size_(size), context_(context), completion_fd_(completion_fd) {}
+
+    // Runs the copy; false (reported) on the first failure.
+    bool run(int epoll_fd);
+
+    [[nodiscard]] unsigned long long reads() const { return reads_; }
+    [[nodiscard]] unsigned long long writes() const { return writes_; }
+    [[nodiscard]] unsigned long long buffered_writes() const { return buffered_writes_; }
+    [[nodiscard]] unsigned most_in_flight() const { return most_in_flight_; }
+    [[nodiscard]] unsigned long long submit_calls() const { return submit_calls_; }
+
+private:
+    void prepare(Slot& slot, bool write);
+    bool submit_queued();
+    bool complete(const io_event& event);
+    bool collect(int epoll_fd);
+
+    const Settings& settings_;
+    Files& files_;
+    long long size_;
+    aio_context_t context_;
+    int completion_fd_;
+    std::vector<Slot> slots_;
+    std::deque<iocb*> to_submit_;  // prepared, not yet accepted by io_submit
+    long long next_read_ = 0;      // offset of the next block to read
+    long long copied_ = 0;
+    unsigned in_flight_ = 0;
+    unsigned most_in_flight_ = 0;
+    unsigned long long reads_ = 0, writes_ = 0, buffered_writes_ = 0, submit_calls_ = 0;
+};
+
+// Fills the slot's iocb for the rest of its block: a read, or a write.
+// The direct descriptor when offset and length are aligned, else the
+// buffered one (the last block's tail, or the rest after a short transfer).
+void Copy::prepare(Slot& slot, bool write) {
+    const long long offset = slot.offset + static_cast<long long>(slot.done);
+    const std::size_t length = write ? slot.length - slot.done : (slot.done == 0 ? settings_.block_size : slot.length - slot.done);
+    const bool aligned = files_.direct && offset % static_cast<long long>(files_.alignment) == 0 &&
+                         length % files_.alignment == 0 && slot.done % files_.alignment == 0;
+    int fd = 0;
+    if (write) {
+        fd = aligned ? files_.destination_direct.get() : files_.destination_buffered.get();
+        buffered_writes_ += !aligned;
+    } else {
+        fd = aligned ? files_.source_direct.get() : files_.source_buffered.get();
+    }
+    slot.request = iocb{};
+    slot.request.aio_lio_opcode = write ? IOCB_CMD_PWRITE : IOCB_CMD_PREAD;
+    slot.request.aio_fildes = static_cast<std::uint32_t>(fd);
+    slot.request.aio_buf = reinterpret_cast<std::uint64_t>(slot.buffer.get() + slot.done);
+    slot.request.aio_nbytes = length;  // a read asks for a whole block: the file decides how much comes
+    slot.request.aio_offset = offset;
+    slot.request.aio_data = reinterpret_cast<std::uint64_t>(&slot);  // handed back in io_event.data
+    if (completion_fd_ >= 0) {
+        slot.request.aio_flags = IOCB_FLAG_RESFD;  // at completion, the kernel adds 1 to this eventfd
+        slot.request.aio_resfd = static_cast<std::uint32_t>(completion_fd_);
+    }
+    slot.state = write ? Slot::State::writing : Slot::State::reading;
+    to_submit_.push_back(&slot.request);
+}
+
+// io_submit() what is prepared. It may take fewer than offered (EAGAIN:
+// the context is full): the rest stays queued for the next round.
+bool Copy::submit_queued() {
+    while (!to_submit_.empty()) {
+        std::vector<iocb*> batch(to_submit_.begin(), to_submit_.end());
+        ++submit_calls_;
+        const int queued = io_submit(context_, static_cast<long>(batch.size()), batch.data());
+        if (queued == -1) {
+            if (errno == EAGAIN && in_flight_ > 0) {
+                return true;  // no room now: after some completions
+            }
+            if (errno == EINTR) {
+                continue;
+            }
+            report_failure("io_submit " + std::to_string(batch.size()) + " requests", errno);
+            return false;
+        }
+        to_submit_.erase(to_submit_.begin(), to_submit_.begin() + queued);
+        in_flight_ += static_cast<unsigned>(queued);
+        most_in_flight_ = std::max(most_in_flight_, in_flight_);
+        if (queued < static_cast<int>(batch.size())) {
+            return true;  // a partial submit: the rest later
+        }
+    }
+    return true;
+}
+
+// One completion. False (reported): the copy has failed.
+bool Copy::complete(const io_event& event) {
+    --in_flight_;
+    Slot& slot = *reinterpret_cast<Slot*>(event.data);
+    const bool reading = slot.state == Slot::State::reading;
+    const long long offset = static_cast<long long>(reinterpret_cast<const iocb*>(event.obj)->aio_offset);
+    if (!settings_.quiet) {
+        std::printf("%s offset %lld: res %lld\n", reading ? "read " : "write", offset, static_cast<long long>(event.res));
+    }
+    if (event.res < 0) {
+        const int error = static_cast<int>(-event.res);
+        std::fprintf(stderr, "%s: %s %s at offset %lld: res %lld: %s [%s]\n", program_name(),
+                     reading ? "read" : "write", reading ? settings_.source.c_str() : settings_.destination.c_str(),
+                     offset, static_cast<long long>(event.res), ::strerror(error), errno_name(error).c_str());
+        return false;
+    }
+    const auto transferred = static_cast<std::size_t>(event.res);
+    if (reading) {
+        ++reads_;
+        if (slot.done == 0) {
+            slot.length = static_cast<std::size_t>(std::min<long long>(settings_.block_size, size_ - slot.offset));
+        }
+        slot.done += transferred;
+        if (transferred == 0 && slot.done < slot.length) {
+            std::fprintf(stderr, "%s: %s ends at %lld, before its size %lld: it changed during the copy\n",
+                         program_name(), settings_.source.c_str(), offset, size_);
+            return false;
+        }
+        if (slot.done < slot.length) {
+            prepare(slot, false);  // a short read before the end: read the rest
+            return true;
+        }
+        slot.done = 0;  // read whole (a read past the end returns less: expected)
+        prepare(slot, true);
+        return true;
+    }
+    ++writes_;
+    slot.done += transferred;
+    if (transferred == 0) {
+        std::fprintf(stderr, "%s: write %s at offset %lld wrote nothing\n", program_name(),
+                     settings_.destination.c_str(), offset);
+        return false;
+    }
+    if (slot.done < slot.length) {
+        prepare(slot, true);  // a short write: write the rest
+        return true;
+    }
+    copied_ += static_cast<long long>(slot.length);
+    slot.state = Slot::State::idle;
+    return true;
+}
+
+// Waits for completions and handles every one that is ready.
+bool Copy::collect(int epoll_fd) {
+    std::vector<io_event> events(slots_.size());
+    long wanted = 1;                                  // at least one ...
+    auto most = static_cast<long>(events.size());  // ... and all that are ready
+    if (completion_fd_ >= 0) {
+        // --eventfd: sleep in epoll_wait until the kernel has counted some
+        // completions on the eventfd; reading it returns (and resets) the count.
+        epoll_event ready{};
+        while (::epoll_wait(epoll_fd, &ready, 1, -1) == -1) {
+            if (errno != EINTR) {
+                report_failure("epoll_wait", errno);
+                return false;
+            }
+        }
+        std::uint64_t count = 0;
+        if (::read(completion_fd_, &count, sizeof count) != sizeof count) {
+            report_failure("read eventfd", errno);
+            return false;
+        }
+        // Exactly that many: one more, already counted by the next eventfd
+        // read, would be collected twice over.
+        wanted = most = static_cast<long>(count);
+    }
+    int completed = 0;
+    do {
+        completed = io_getevents(context_, wanted, most, events.data(), nullptr);
+    } while (completed == -1 && errno == EINTR);
+    if (completed == -1) {
+        report_failure("io_getevents", errno);
+        return false;
+    }
+    for (const io_event& event : std::span(events).first(static_cast<std::size_t>(completed))) {
+        if (!complete(event)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool Copy::run(int epoll_fd) {
+    const long long blocks = (size_ + static_cast<long long>(settings_.block_size) - 1) /
+                             static_cast<long long>(settings_.block_size);
+    slots_.resize(static_cast<std::size_t>(std::min<long long>(settings_.depth, blocks)));
+    for (Slot& slot : slots_) {
+        slot.buffer.reset(static_cast<unsigned char*>(std::aligned_alloc(files_.alignment, settings_.block_size)));
+        if (!slot.buffer) {
+            report_failure("aligned_alloc " + std::to_string(settings_.block_size), ENOMEM);
+            return false;
+        }
+    }
+    while (copied_ < size_) {
+        // Every idle slot takes the next block to read.
+        for (Slot& slot : slots_) {
+            if (slot.state == Slot::State::idle && next_read_ < size_) {
+                slot.offset = next_read_;
+                slot.done = 0;
+                slot.length = 0;
+                next_read_ += static_cast<long long>(settings_.block_size);
+                prepare(slot, false);
+            }
+        }
+        if (!submit_queued()) {
+            return false;
+        }
+        if (in_flight_ == 0) {
+            std::fprintf(stderr, "%s: nothing in flight and %lld bytes left to copy\n", program_name(), size_ - copied_);
+            return false;
+        }
+        if (!collect(epoll_fd)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Settings settings;
+    const auto number = [](auto& target, auto low, auto high) {
+        return [&target, low, high](std::string_view value) {
+            const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), target);
+            return error == std::errc{} && end == value.data() + value.size() && target >= low && target <= high;
+        };
+    };
+    const CommandLine command{
+        "SRC DST [--depth N] [--block-size N] [--eventfd] [--quiet]",
+        "Copies SRC to DST with up to N kernel AIO requests in flight (O_DIRECT where the file systems allow it).",
+        {{"--depth", "N", "requests in flight at most (1 to 1000000, default 8)", number(settings.depth, 1u, 1000000u)},
+         {"--block-size", "N", "bytes per request, a multiple of 4096 (default 1048576)",
+          number(settings.block_size, std::size_t{4096}, std::size_t{64} << 20)},
+         {"--eventfd", "", "completions signalled on an eventfd watched by epoll (IOCB_FLAG_RESFD)",
+          [&settings](std::string_view) { return settings.eventfd = true; }},
+         {"--quiet", "", "do not report each request", [&settings](std::string_view) { return settings.quiet = true; }}},
+        [&settings](std::string_view operand) {
+            if (settings.source.empty()) {
+                settings.source = operand;
+            } else if (settings.destination.empty()) {
+                settings.destination = operand;
+            } else {
+                return false;
+            }
+            return !operand.empty();
+        },
+        "SRC DST",
+        "(two paths)",
+    };
+    parse_command_line_or_exit(command, argc, argv);
+    if (settings.destination.empty() || settings.block_size % 4096 != 0) {
+        std::fprintf(stderr, "%s: %s\n%s", program_name(),
+                     settings.destination.empty() ? "SRC and DST are needed" : "--block-size must be a multiple of 4096",
+                     usage_text(program_name(), command).c_str());
+        return 2;
+    }
+
+    Files files;
+    files.source_direct = open_direct(settings.source, O_RDONLY, files.direct);
+    if (!files.source_direct) {
+        report_failure("open " + settings.source, errno);
+        return 1;
+    }
+    struct stat source_info {};
+    if (::fstat(files.source_direct.get(), &source_info) == -1 || !S_ISREG(source_info.st_mode)) {
+        std::fprintf(stderr, "%s: %s: not a regular file\n", program_name(), settings.source.c_str());
+        return 1;
+    }
+    struct stat existing {};
+    if (::stat(settings.destination.c_str(), &existing) == 0 && existing.st_dev == source_info.st_dev &&
+        existing.st_ino == source_info.st_ino) {
+        std::fprintf(stderr, "%s: %s and %s are the same file\n", program_name(), settings.source.c_str(),
+                     settings.destination.c_str());
+        return 1;
+    }
+    files.source_buffered.reset(::open(settings.source.c_str(), O_RDONLY | O_CLOEXEC));
+    files.destination_direct = open_direct(settings.destination, O_WRONLY | O_CREAT | O_TRUNC, files.direct);
+    if (!files.destination_direct) {
+        report_failure("open " + settings.destination, errno);
+        return 1;
+    }
+    files.destination_buffered.reset(::open(settings.destination.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!files.source_buffered || !files.destination_buffered) {
+        report_failure("open (buffered)", errno);
+        ::unlink(settings.destination.c_str());
+        return 1;
+    }
+    files.alignment = std::max(dio_alignment(files.source_direct.get()), dio_alignment(files.destination_direct.get()));
+    if (settings.block_size % files.alignment != 0) {
+        std::fprintf(stderr, "%s: --block-size %zu is not a multiple of the direct I/O alignment %zu\n", program_name(),
+                     settings.block_size, files.alignment);
+        ::unlink(settings.destination.c_str());
+        return 2;
+    }
+
+    const auto fail = [&settings](const char* why) {
+        // No half-copied file that looks like a copy.
+        ::unlink(settings.destination.c_str());
+        std::fprintf(stderr, "%s: %s; %s removed\n", program_name(), why, settings.destination.c_str());
+        return 1;
+    };
+    aio_context_t context = 0;
+    if (io_setup(settings.depth, &context) == -1) {
+        // EAGAIN: more than /proc/sys/fs/aio-max-nr requests in all contexts.
+        report_failure("io_setup " + std::to_string(settings.depth), errno);
+        if (errno == EAGAIN) {
+            // The limit and what is in use, both system-wide.
+            unsigned long limit = 0, used = 0;
+            if (std::FILE* file = std::fopen("/proc/sys/fs/aio-max-nr", "r")) {
+                (void)std::fscanf(file, "%lu", &limit);
+                std::fclose(file);
+            }
+            if (std::FILE* file = std::fopen("/proc/sys/fs/aio-nr", "r")) {
+                (void)std::fscanf(file, "%lu", &used);
+                std::fclose(file);
+            }
+            std::fprintf(stderr, "%s: the system allows %lu requests in all AIO contexts together "
+                                 "(/proc/sys/fs/aio-max-nr), %lu are taken (/proc/sys/fs/aio-nr)\n",
+                         program_name(), limit, used);
+        }
+        return fail("no AIO context");
+    }
+    unique_fd completion_fd, epoll_fd;
+    if (settings.eventfd) {
+        completion_fd.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+        epoll_fd.reset(::epoll_create1(EPOLL_CLOEXEC));
+        epoll_event watch{};
+        watch.events = EPOLLIN;
+        if (!completion_fd || !epoll_fd || ::epoll_ctl(epoll_fd.get(), EPOLL_CTL_ADD, completion_fd.get(), &watch) == -1) {
+            report_failure("eventfd/epoll", errno);
+            io_destroy(context);
+            return fail("no eventfd");
+        }
+    }
+    Copy copy(settings, files, source_info.st_size, context, completion_fd ? completion_fd.get() : -1);
+    const bool copied = copy.run(epoll_fd ? epoll_fd.get() : -1);
+    io_destroy(context);  // waits for (or cancels) whatever is still in flight after a failure
+    if (!copied) {
+        return fail("the copy failed");
+    }
+    std::printf("%s: %lld bytes copied from %s to %s: %llu reads and %llu writes (%llu buffered) in %llu io_submit "
+                "calls, at most %u in flight (depth %u), %s, block %zu, alignment %zu\n",
+                program_name(), static_cast<long long>(source_info.st_size), settings.source.c_str(),
+                settings.destination.c_str(), copy.reads(), copy.writes(), copy.buffered_writes(), copy.submit_calls(),
+                copy.most_in_flight(), settings.depth, files.direct ? "O_DIRECT" : "buffered (O_DIRECT refused)",
+                settings.block_size, files.alignment);
+    return 0;
+}
