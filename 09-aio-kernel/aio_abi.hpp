@@ -11,6 +11,7 @@
 #pragma once
 
 #include <linux/aio_abi.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +33,18 @@ inline int io_submit(aio_context_t context, long count, iocb** requests) {
 // null) and copies at most `max` completions into `events`.
 inline int io_getevents(aio_context_t context, long min, long max, io_event* events, timespec* timeout) {
     return static_cast<int>(::syscall(SYS_io_getevents, context, min, max, events, timeout));
+}
+
+// io_getevents with a signal mask installed while it waits (Linux 4.18),
+// as ppoll is to poll: a signal blocked elsewhere can interrupt only this
+// wait, so it cannot slip in between a check and the wait.
+inline int io_pgetevents(aio_context_t context, long min, long max, io_event* events, timespec* timeout,
+                         const sigset_t* mask) {
+    struct {
+        const sigset_t* mask;
+        unsigned long size;
+    } mask_argument{mask, _NSIG / 8};  // the kernel's sigset size, not glibc's 128 bytes
+    return static_cast<int>(::syscall(SYS_io_pgetevents, context, min, max, events, timeout, &mask_argument));
 }
 
 // Cancels a request still in flight (few kinds of request can be).
