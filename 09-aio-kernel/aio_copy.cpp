@@ -37,6 +37,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -362,6 +363,10 @@ int main(int argc, char** argv) {
         "(two paths)",
     };
     parse_command_line_or_exit(command, argc, argv);
+    // A write beyond RLIMIT_FSIZE raises SIGXFSZ, whose default action kills
+    // the process before it can remove the incomplete copy. Ignored, the
+    // write fails with EFBIG instead, and that is reported like any error.
+    ::signal(SIGXFSZ, SIG_IGN);
     if (settings.destination.empty() || settings.block_size % 4096 != 0) {
         std::fprintf(stderr, "%s: %s\n%s", program_name(),
                      settings.destination.empty() ? "SRC and DST are needed" : "--block-size must be a multiple of 4096",

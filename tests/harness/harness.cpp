@@ -16,6 +16,7 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <random>
@@ -112,6 +113,7 @@ Process Process::start(const std::vector<std::string>& argv, const StartOptions&
     const rlimit nofile{static_cast<rlim_t>(options.rlimit_nofile), static_cast<rlim_t>(options.rlimit_nofile)};
     const rlimit sigpending{static_cast<rlim_t>(options.rlimit_sigpending),
                             static_cast<rlim_t>(options.rlimit_sigpending)};
+    const rlimit fsize{static_cast<rlim_t>(options.rlimit_fsize), static_cast<rlim_t>(options.rlimit_fsize)};
 
     const pid_t pid = ::fork();
     REQUIRE(pid != -1);
@@ -133,6 +135,9 @@ Process Process::start(const std::vector<std::string>& argv, const StartOptions&
         }
         if (options.rlimit_sigpending > 0) {
             ::setrlimit(RLIMIT_SIGPENDING, &sigpending);
+        }
+        if (options.rlimit_fsize > 0) {
+            ::setrlimit(RLIMIT_FSIZE, &fsize);
         }
         ::execve(child_argv[0], child_argv.data(), child_env.data());
         ::execvpe(child_argv[0], child_argv.data(), child_env.data());  // "strace": search PATH
@@ -365,11 +370,15 @@ unique_fd connect_to(std::uint16_t port) {
 }
 
 std::string random_bytes(std::size_t size, std::uint32_t seed) {
+    // Four bytes from each 32-bit draw: tests ask for up to 64 MiB, and this
+    // harness is built without optimisation.
     std::mt19937 generator(seed);
-    std::uniform_int_distribution<int> byte(0, 255);
     std::string bytes(size, '\0');
-    for (char& c : bytes) {
-        c = static_cast<char>(byte(generator));
+    for (std::size_t i = 0; i < size; i += 4) {
+        const std::uint32_t draw = generator();
+        for (std::size_t j = 0; j < 4 && i + j < size; ++j) {
+            bytes[i + j] = static_cast<char>((draw >> (8 * j)) & 0xff);
+        }
     }
     return bytes;
 }
@@ -649,6 +658,36 @@ std::string output_of(std::FILE* stream, const std::function<void()>& action) {
         text.append(buffer, static_cast<std::size_t>(got));
     }
     return text;
+}
+
+TemporaryDirectory::TemporaryDirectory() {
+    std::string path_template = "/tmp/iomodels-test-XXXXXX";
+    REQUIRE(::mkdtemp(path_template.data()) != nullptr);
+    path_ = path_template;
+}
+
+TemporaryDirectory::~TemporaryDirectory() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+}
+
+void write_file(const std::string& path, std::string_view bytes) {
+    std::ofstream file(path, std::ios::binary | std::ios::trunc);
+    file.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    file.close();
+    INFO("writing " << path);
+    REQUIRE(file.good());
+}
+
+std::optional<std::string> file_content(const std::string& path) {
+    std::ifstream file(path, std::ios::binary | std::ios::ate);
+    if (!file) {
+        return std::nullopt;
+    }
+    std::string content(static_cast<std::size_t>(file.tellg()), '\0');  // one read: files here reach 64 MiB
+    file.seekg(0);
+    file.read(content.data(), static_cast<std::streamsize>(content.size()));
+    return content;
 }
 
 namespace {

@@ -40,6 +40,7 @@ struct StartOptions {
     std::vector<std::string> env;     // extra "NAME=value" entries
     int rlimit_nofile = 0;            // >0: the program's RLIMIT_NOFILE (soft and hard)
     int rlimit_sigpending = 0;        // >0: its RLIMIT_SIGPENDING: how many signals can be queued
+    long long rlimit_fsize = 0;       // >0: its RLIMIT_FSIZE: the largest file it may write
 };
 
 struct Completed;
@@ -184,6 +185,28 @@ std::string receive_up_to(int fd, std::size_t size, std::chrono::milliseconds qu
 
 // Closes `fd` with SO_LINGER 0, so the peer gets a RST instead of a FIN.
 void reset_connection(unique_fd& fd);
+
+// ---- files -----------------------------------------------------------------
+
+// A fresh directory under /tmp for a test's files, removed with everything
+// in it by the destructor.
+class TemporaryDirectory {
+public:
+    TemporaryDirectory();
+    ~TemporaryDirectory();
+    TemporaryDirectory(const TemporaryDirectory&) = delete;
+    TemporaryDirectory& operator=(const TemporaryDirectory&) = delete;
+    [[nodiscard]] std::string operator/(std::string_view name) const { return path_ + "/" + std::string(name); }
+    [[nodiscard]] const std::string& path() const { return path_; }
+
+private:
+    std::string path_;
+};
+
+// Writes `bytes` to a new file at `path` (REQUIREs success).
+void write_file(const std::string& path, std::string_view bytes);
+// The whole content of the file at `path`; nullopt if it cannot be opened.
+std::optional<std::string> file_content(const std::string& path);
 
 // ---- the program seen from /proc -----------------------------------------
 
