@@ -1,0 +1,231 @@
+// 10-aio-posix/aio_read_files.cpp: one POSIX AIO read per file, completion
+// by signal, cancellation on SIGQUIT (document 000 §5.2.2's example, which
+// is aio(7)'s, done right).
+//
+//   aio_read(&request)   queues the read and returns at once
+//   aio_error(&request)  EINPROGRESS while it runs; then 0 or the errno
+//   aio_return(&request) the read's result (bytes), once, when it is done
+//   aio_cancel(fd, &request)  AIO_CANCELED (it had not started),
+//                        AIO_NOTCANCELED (it is running: glibc cannot stop
+//                        a read already inside the kernel), AIO_ALLDONE
+//
+// Each request is SIGEV_SIGNAL: its completion sends SIGUSR1. The handler
+// only counts (printf is not async-signal-safe; the example's write() in a
+// handler is, but it is all a handler should do). The main loop sleeps in
+// sigsuspend() with the signals unblocked, and after each wake-up asks
+// aio_error() about every request still in progress. (The example woke
+// every 3 seconds with sleep() to look: a poll, not a wait.)
+//
+// glibc does this with threads: each request is a pread() run by a helper
+// thread (strace -f shows them). --threads N sets their number with
+// aio_init (glibc's default is 20); with --threads 1 only one read runs at
+// a time and the others wait in glibc's queue, so that aio_cancel can
+// cancel them.
+//
+// usage: aio_read_files FILE... [--threads N]
+//   send SIGQUIT (Ctrl-\) to cancel what is still in progress
+//
+// strace: strace -f -e trace=openat,pread64,rt_sigsuspend,clone3 ./build/10-aio-posix/aio_read_files a b
+//   clone3 for the helper threads, one pread64 per file in a thread, the
+//   main thread's rt_sigsuspend returning after "--- SIGUSR1 {si_code=SI_ASYNCIO} ---".
+
+#include <aio.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "common/errors.hpp"
+#include "common/options.hpp"
+#include "common/unique_fd.hpp"
+
+using namespace iomodels;
+
+namespace {
+
+volatile sig_atomic_t completion_signals = 0;  // the handlers' only state
+volatile sig_atomic_t quit_requested = 0;
+
+void on_completion(int) { completion_signals = completion_signals + 1; }
+void on_quit(int) { quit_requested = 1; }
+
+constexpr std::size_t buffer_size = 4096;
+
+// One file's request. On the heap and never moved: the aiocb and its
+// buffer must stay where they are until the request is over.
+struct Request {
+    std::string path;
+    unique_fd fd;
+    std::vector<char> buffer = std::vector<char>(buffer_size);
+    // (Allocated apart: glibc's aiocb ends in an array of size zero, which
+    // may not be a member of another struct in ISO C++.)
+    std::unique_ptr<aiocb> control_block = std::make_unique<aiocb>();
+    aiocb& control = *control_block;
+    bool finished = false;
+};
+
+std::string printable(const char* bytes, std::size_t size) {
+    std::string text;
+    for (std::size_t i = 0; i < size && i < 64; ++i) {
+        const auto byte = static_cast<unsigned char>(bytes[i]);
+        if (byte >= 0x20 && byte < 0x7f) {
+            text += static_cast<char>(byte);
+        } else {
+            char escaped[8];
+            std::snprintf(escaped, sizeof escaped, byte == '\n' ? "\\n" : "\\x%02x", byte);
+            text += escaped;
+        }
+    }
+    return size > 64 ? text + "..." : text;
+}
+
+const char* cancel_result_name(int result) {
+    switch (result) {
+        case AIO_CANCELED: return "AIO_CANCELED (it had not started: it never will)";
+        case AIO_NOTCANCELED: return "AIO_NOTCANCELED (it is running: wait for it)";
+        case AIO_ALLDONE: return "AIO_ALLDONE (it had finished)";
+        default: return "-1";
+    }
+}
+
+// Looks at every request still in progress; reports those that are done.
+// Returns how many are still in progress.
+int collect(std::vector<std::unique_ptr<Request>>& requests) {
+    int in_progress = 0;
+    for (auto& request : requests) {
+        if (request->finished) {
+            continue;
+        }
+        const int error = ::aio_error(&request->control);
+        if (error == EINPROGRESS) {
+            ++in_progress;
+            continue;
+        }
+        request->finished = true;
+        const ssize_t result = ::aio_return(&request->control);  // once, and only when done: it frees glibc's record
+        if (error == 0) {
+            std::printf("%s: aio_error 0, aio_return %zd: \"%s\"\n", request->path.c_str(), result,
+                        printable(request->buffer.data(), static_cast<std::size_t>(result)).c_str());
+        } else if (error == ECANCELED) {
+            std::printf("%s: aio_error ECANCELED: cancelled before it ran\n", request->path.c_str());
+        } else {
+            std::printf("%s: aio_error %s, aio_return %zd\n", request->path.c_str(),
+                        describe_failure("read", error).c_str(), result);
+        }
+    }
+    return in_progress;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::vector<std::string> paths;
+    int threads = 0;
+    const CommandLine command{
+        "FILE... [--threads N]",
+        "Reads the first 4096 bytes of each FILE with one POSIX AIO request each; SIGQUIT cancels what is left.",
+        {{"--threads", "N", "glibc's AIO threads (aio_init; glibc's default is 20)",
+          [&threads](std::string_view value) {
+              const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), threads);
+              return error == std::errc{} && end == value.data() + value.size() && threads >= 1 && threads <= 1000;
+          }}},
+        [&paths](std::string_view operand) {
+            paths.emplace_back(operand);
+            return !operand.empty();
+        },
+        "FILE",
+        "",
+    };
+    parse_command_line_or_exit(command, argc, argv);
+    if (paths.empty()) {
+        std::fprintf(stderr, "%s: no FILE\n%s", program_name(), usage_text(program_name(), command).c_str());
+        return 2;
+    }
+    if (threads > 0) {
+        aioinit settings{};
+        settings.aio_threads = threads;
+        settings.aio_num = static_cast<int>(paths.size());
+        settings.aio_idle_time = 1;
+        ::aio_init(&settings);  // glibc only; before the first request
+    }
+
+    // The signals are blocked except inside sigsuspend(): a completion can
+    // then not slip in between "anything left?" and the wait.
+    sigset_t blocked, while_waiting;
+    ::sigemptyset(&blocked);
+    ::sigaddset(&blocked, SIGUSR1);
+    ::sigaddset(&blocked, SIGQUIT);
+    ::sigprocmask(SIG_BLOCK, &blocked, &while_waiting);
+    ::sigdelset(&while_waiting, SIGUSR1);
+    ::sigdelset(&while_waiting, SIGQUIT);
+    struct sigaction action {};
+    ::sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    action.sa_handler = on_completion;
+    ::sigaction(SIGUSR1, &action, nullptr);
+    action.sa_handler = on_quit;
+    ::sigaction(SIGQUIT, &action, nullptr);
+
+    std::vector<std::unique_ptr<Request>> requests;
+    int status = 0;
+    for (const std::string& path : paths) {
+        auto request = std::make_unique<Request>();
+        request->path = path;
+        request->fd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!request->fd) {
+            report_failure("open " + path, errno);
+            status = 1;
+            continue;
+        }
+        aiocb& control = request->control;
+        control.aio_fildes = request->fd.get();
+        control.aio_buf = request->buffer.data();
+        control.aio_nbytes = request->buffer.size();
+        control.aio_offset = 0;
+        control.aio_sigevent.sigev_notify = SIGEV_SIGNAL;  // at completion: SIGUSR1
+        control.aio_sigevent.sigev_signo = SIGUSR1;
+        control.aio_sigevent.sigev_value.sival_ptr = request.get();
+        if (::aio_read(&control) == -1) {
+            report_failure("aio_read " + path, errno);  // EAGAIN: glibc's queue is full
+            status = 1;
+            continue;
+        }
+        std::printf("%s: aio_read queued on fd %d\n", path.c_str(), request->fd.get());
+        requests.push_back(std::move(request));
+    }
+    std::fflush(stdout);
+
+    while (collect(requests) > 0) {
+        std::fflush(stdout);
+        if (quit_requested != 0) {
+            quit_requested = 0;
+            std::printf("SIGQUIT: cancelling what is still in progress\n");
+            for (auto& request : requests) {
+                if (!request->finished && ::aio_error(&request->control) == EINPROGRESS) {
+                    const int result = ::aio_cancel(request->fd.get(), &request->control);
+                    std::printf("%s: aio_cancel: %s\n", request->path.c_str(), cancel_result_name(result));
+                }
+            }
+            std::fflush(stdout);
+            continue;  // look again: cancelled requests are done now
+        }
+        ::sigsuspend(&while_waiting);  // sleeps until SIGUSR1 or SIGQUIT; their handlers have run
+    }
+    std::printf("%zu requests done; the completion signal's handler ran %d times (a completion already seen "
+                "leaves its signal pending, unhandled)\n",
+                requests.size(), static_cast<int>(completion_signals));
+    for (const auto& request : requests) {
+        status = status != 0 || ::aio_error(&request->control) != 0 ? 1 : 0;
+    }
+    return status;
+}
