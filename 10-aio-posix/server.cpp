@@ -1,0 +1,263 @@
+// 10-aio-posix/server.cpp: an echo server on POSIX AIO with SIGEV_THREAD
+// completions (document 004's server_aio.c, done right).
+//
+// Each connection lives as a chain of requests: aio_read() into its
+// buffer; when that completes, aio_write() of exactly the bytes read (and
+// of the rest, after a short write); when that completes, the next
+// aio_read(); at end of file, the connection is closed. Completions arrive
+// as SIGEV_THREAD notifications: glibc calls our function in a thread of
+// its own, which checks aio_error()/aio_return() and queues the next
+// request. The main thread only accepts.
+//
+// What server_aio.c got wrong, and this server does not:
+// - its aiocb was a local variable of the accept loop, reused by the next
+//   client while the request was still in flight; here each connection's
+//   state (aiocb, buffer, counts) is on the heap and lives until its last
+//   request is over;
+// - it wrote back strlen() of the buffer, not the bytes read.
+//
+// What POSIX AIO on a socket really is (compare 09-aio-kernel): glibc runs
+// each request as an ordinary blocking call in a helper thread. pread() on
+// a socket fails with ESPIPE, and glibc then calls read() (strace -f shows
+// both). A read on an idle connection blocks its thread for as long as the
+// client is silent. glibc starts at most 20 such threads unless told
+// otherwise: the 21st idle connection's read waits for a free thread, and
+// that client is not served at all. aio_init() sets the number (--threads).
+//
+// usage: server [PORT] [--host ADDR] [--quiet] [--threads N]   (PORT 8010; 0: any free port)
+//
+// strace: strace -f -e trace=accept4,pread64,read,write,clone3 ./build/10-aio-posix/server 0
+//   the main thread's accept4; in a helper thread pread64(...) = -1 ESPIPE then
+//   read(...) that blocks until the client sends; clone3 for notification threads.
+
+#include <aio.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <charconv>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <unordered_map>
+#include <vector>
+
+#include "common/errors.hpp"
+#include "common/net.hpp"
+#include "common/options.hpp"
+#include "common/server.hpp"
+#include "common/unique_fd.hpp"
+
+using namespace iomodels;
+
+namespace {
+
+struct Server;
+
+// One connection's state, on the heap: its requests point into it.
+struct Connection {
+    Server* server = nullptr;
+    unique_fd fd;
+    std::string peer;
+    std::vector<char> buffer = std::vector<char>(64 * 1024);
+    std::unique_ptr<aiocb> request = std::make_unique<aiocb>();  // apart: aiocb ends in a zero-size array
+    std::size_t to_write = 0;  // bytes the last read returned
+    std::size_t written = 0;   // of those, written back so far
+    std::uint64_t echoed = 0;
+};
+
+struct Server {
+    const EventLog& log;
+    std::mutex mutex;                    // guards `connections`
+    std::condition_variable all_closed;  // signalled when `connections` becomes empty
+    std::unordered_map<Connection*, std::unique_ptr<Connection>> connections;
+    std::atomic<std::uint64_t> accepted{0}, bytes_echoed{0}, reads{0}, writes{0};
+};
+
+void on_read_done(sigval value);
+void on_write_done(sigval value);
+
+// Called first in each notification. glibc's helper thread notifies us
+// while the finished request is still in its queue, and takes it out right
+// after, under its lock, reading the aiocb. aio_cancel takes the same lock:
+// on a finished request it only answers AIO_ALLDONE, and once it has
+// answered, glibc is done with the aiocb, which may be reused or freed.
+void wait_for_glibc_to_let_go(Connection& connection) {
+    ::aio_cancel(connection.fd.get(), connection.request.get());
+}
+
+// The connection's next request, with SIGEV_THREAD notification.
+bool queue(Connection& connection, bool write) {
+    aiocb& request = *connection.request;
+    request = aiocb{};
+    request.aio_fildes = connection.fd.get();
+    request.aio_offset = 0;  // ignored for a socket
+    request.aio_sigevent.sigev_notify = SIGEV_THREAD;
+    request.aio_sigevent.sigev_notify_function = write ? on_write_done : on_read_done;
+    request.aio_sigevent.sigev_value.sival_ptr = &connection;
+    if (write) {
+        request.aio_buf = connection.buffer.data() + connection.written;
+        request.aio_nbytes = connection.to_write - connection.written;  // exactly the bytes read, not strlen
+        ++connection.server->writes;
+        if (::aio_write(&request) == 0) {
+            return true;
+        }
+    } else {
+        request.aio_buf = connection.buffer.data();
+        request.aio_nbytes = connection.buffer.size();
+        ++connection.server->reads;
+        if (::aio_read(&request) == 0) {
+            return true;
+        }
+    }
+    // EAGAIN: glibc could not queue it (out of memory or threads).
+    connection.server->log("%s: %s", connection.peer.c_str(),
+                           describe_failure(write ? "aio_write" : "aio_read", errno).c_str());
+    return false;
+}
+
+// The connection's last request is over: forget it (closes the socket).
+void finish(Connection& connection) {
+    Server& server = *connection.server;
+    server.log("closed %s (%llu bytes echoed)", connection.peer.c_str(),
+               static_cast<unsigned long long>(connection.echoed));
+    const std::lock_guard lock(server.mutex);
+    server.connections.erase(&connection);  // destroys it
+    if (server.connections.empty()) {
+        server.all_closed.notify_all();
+    }
+}
+
+// In a notification thread: the read is over.
+void on_read_done(sigval value) {
+    Connection& connection = *static_cast<Connection*>(value.sival_ptr);
+    wait_for_glibc_to_let_go(connection);
+    const int error = ::aio_error(connection.request.get());
+    const ssize_t result = ::aio_return(connection.request.get());  // once per request
+    if (error != 0 || result <= 0) {
+        if (error != 0 && error != ECANCELED) {
+            connection.server->log("read from %s: %s", connection.peer.c_str(), describe_failure("aio_read", error).c_str());
+        } else if (result == 0) {
+            connection.server->log("end of file from %s", connection.peer.c_str());
+        }
+        finish(connection);
+        return;
+    }
+    connection.to_write = static_cast<std::size_t>(result);
+    connection.written = 0;
+    if (!queue(connection, true)) {
+        finish(connection);
+    }
+}
+
+// In a notification thread: the write is over.
+void on_write_done(sigval value) {
+    Connection& connection = *static_cast<Connection*>(value.sival_ptr);
+    wait_for_glibc_to_let_go(connection);
+    const int error = ::aio_error(connection.request.get());
+    const ssize_t result = ::aio_return(connection.request.get());
+    if (error != 0) {
+        // EPIPE, ECONNRESET: the peer is gone (SIGPIPE is ignored, see main).
+        connection.server->log("write to %s: %s", connection.peer.c_str(), describe_failure("aio_write", error).c_str());
+        finish(connection);
+        return;
+    }
+    connection.written += static_cast<std::size_t>(result);
+    connection.echoed += static_cast<std::uint64_t>(result);
+    connection.server->bytes_echoed += static_cast<std::uint64_t>(result);
+    // A short write: the rest. All written: the next read.
+    if (!queue(connection, connection.written < connection.to_write)) {
+        finish(connection);
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    int threads = 256;
+    const ServerOptions options = parse_server_options_or_exit(
+        argc, argv, "echo server on POSIX AIO: aio_read, aio_write, SIGEV_THREAD completions.", 8010,
+        {{"--threads", "N", "glibc's AIO threads, the most connections served at once (aio_init; default 256)",
+          [&threads](std::string_view value) {
+              const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), threads);
+              return error == std::errc{} && end == value.data() + value.size() && threads >= 1 && threads <= 16384;
+          }}});
+    const EventLog log(options.quiet);
+
+    // glibc runs each request in one of its threads, and an idle
+    // connection's read holds its thread: as many threads as connections to
+    // serve at once (glibc's default is 20). Idle threads exit after 1 s.
+    aioinit settings{};
+    settings.aio_threads = threads;
+    settings.aio_num = threads;
+    settings.aio_idle_time = 1;
+    ::aio_init(&settings);
+    // glibc writes to a socket with write(): a peer that has gone would
+    // raise SIGPIPE and kill the server. Ignored, write fails with EPIPE.
+    ::signal(SIGPIPE, SIG_IGN);
+
+    const unique_fd listen_fd = listen_tcp(options.host, options.port, SOCK_CLOEXEC);
+    if (!listen_fd) {
+        return 1;
+    }
+    // The handler shuts the listening socket down, so the blocked accept4
+    // returns (glibc's threads block all signals: the main thread gets it).
+    install_stop_handlers(listen_fd.get());
+    DescriptorReserve reserve;
+    if (!print_ready_line(listen_fd.get())) {
+        return 1;
+    }
+
+    Server server{log, {}, {}, {}, {}, {}, {}, {}};
+    while (!stop_requested()) {
+        sockaddr_in peer{};
+        socklen_t peer_length = sizeof peer;
+        unique_fd fd(::accept4(listen_fd.get(), reinterpret_cast<sockaddr*>(&peer), &peer_length, SOCK_CLOEXEC));
+        if (!fd && (errno == EMFILE || errno == ENFILE)) {
+            fd = reserve.accept_or_refuse(listen_fd.get(), peer, log);
+        }
+        if (!fd) {
+            if (errno != EINTR && errno != EINVAL && errno != ECONNABORTED && errno != EMFILE && errno != ENFILE) {
+                log("%s", describe_failure("accept", errno).c_str());
+            }
+            continue;  // EINTR/EINVAL: a stop signal; the loop condition sees it
+        }
+        ++server.accepted;
+        log("accepted %s on fd %d", format_address(peer).c_str(), fd.get());
+        auto connection = std::make_unique<Connection>();
+        connection->server = &server;
+        connection->fd = std::move(fd);
+        connection->peer = format_address(peer);
+        Connection& added = *connection;
+        {
+            const std::lock_guard lock(server.mutex);
+            server.connections.emplace(&added, std::move(connection));
+        }
+        if (!queue(added, false)) {
+            finish(added);
+        }
+    }
+
+    // Stop: a read blocked in a glibc thread cannot be cancelled
+    // (aio_cancel answers AIO_NOTCANCELED), but shutting the socket down
+    // ends it: read() returns 0, and the connection finishes as at end of file.
+    {
+        std::unique_lock lock(server.mutex);
+        for (const auto& [address, connection] : server.connections) {
+            ::shutdown(connection->fd.get(), SHUT_RDWR);
+        }
+        server.all_closed.wait(lock, [&server] { return server.connections.empty(); });
+    }
+    print_summary({{server.accepted.load(), "connections"},
+                   {server.bytes_echoed.load(), "bytes echoed"},
+                   {server.reads.load(), "aio_read calls"},
+                   {server.writes.load(), "aio_write calls"}});
+    return 0;
+}
