@@ -1,0 +1,232 @@
+// 10-aio-posix: the file programs' results, cancellation of a request
+// that is really pending, glibc's thread pool limit on the socket server,
+// and what strace -f shows. (The server's echo contract is the
+// conformance suite's job.)
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "catch.hpp"
+#include "harness/harness.hpp"
+#include "harness/strace.hpp"
+
+using namespace harness;
+
+namespace {
+
+bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+// Reads the program's stdout until a line containing `text` (10 s at most).
+std::string read_until(Process& process, std::string_view text) {
+    std::string seen;
+    while (auto line = process.read_stdout_line(10s)) {
+        seen += *line + "\n";
+        if (line->find(text) != std::string::npos) {
+            break;
+        }
+    }
+    return seen;
+}
+
+}  // namespace
+
+TEST_CASE("aio_read_files reads each file with one request and reports aio_error and aio_return") {
+    TemporaryDirectory directory;
+    write_file(directory / "a", "first file\n");
+    write_file(directory / "b", std::string("with a NUL\0byte\n", 16));
+    const Completed result = run({AIO_POSIX_READ_FILES, directory / "a", directory / "b"});
+    INFO(result.out << result.err);
+    CHECK(result.status.describe() == "exit 0");
+    CHECK(result.out.find((directory / "a") + ": aio_error 0, aio_return 11: \"first file\\n\"") != std::string::npos);
+    CHECK(result.out.find((directory / "b") + ": aio_error 0, aio_return 16: \"with a NUL\\x00byte\\n\"") !=
+          std::string::npos);
+
+    const Completed missing = run({AIO_POSIX_READ_FILES, directory / "a", directory / "missing"});
+    CHECK(missing.status.describe() == "exit 1");
+    CHECK(missing.err.find("open " + (directory / "missing") + ": No such file or directory [ENOENT]") !=
+          std::string::npos);
+    CHECK(run({AIO_POSIX_READ_FILES}).status.describe() == "exit 2");
+}
+
+TEST_CASE("SIGQUIT: aio_cancel cannot cancel a read blocked on a pipe, and cancels the one queued behind it") {
+    TemporaryDirectory directory;
+    const std::string fifo = directory / "fifo";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    // We hold the FIFO open for writing (O_RDWR does not wait for a
+    // reader): the program's open succeeds and its read blocks for data.
+    const unique_fd writer(::open(fifo.c_str(), O_RDWR | O_CLOEXEC));
+    REQUIRE(writer.valid());
+    write_file(directory / "file", "regular\n");
+
+    // One glibc thread: the FIFO's read runs (and blocks), the file's waits in the queue.
+    Process program = Process::start({AIO_POSIX_READ_FILES, fifo, directory / "file", "--threads", "1"});
+    const std::string queued = read_until(program, (directory / "file") + ": aio_read queued");
+    INFO(queued);
+    REQUIRE(queued.find((directory / "file") + ": aio_read queued") != std::string::npos);
+    // Both still in progress, no matter how long we wait.
+    CHECK_FALSE(program.wait(300ms).has_value());
+
+    program.signal(SIGQUIT);
+    const std::string cancelled = read_until(program, (directory / "file") + ": aio_cancel");
+    INFO(cancelled);
+    CHECK(cancelled.find(fifo + ": aio_cancel: AIO_NOTCANCELED") != std::string::npos);
+    CHECK(cancelled.find((directory / "file") + ": aio_cancel: AIO_CANCELED") != std::string::npos);
+    CHECK_FALSE(program.wait(300ms).has_value());  // the FIFO's read still runs
+
+    REQUIRE(::write(writer.get(), "late data\n", 10) == 10);  // now it completes
+    const auto status = program.wait(10s);
+    REQUIRE(status.has_value());
+    CHECK(status->describe() == "exit 1");  // a request was cancelled: not a full success
+    const std::string rest = program.read_stdout_all(5s);
+    INFO(rest);
+    CHECK(rest.find((directory / "file") + ": aio_error ECANCELED") != std::string::npos);
+    CHECK(rest.find(fifo + ": aio_error 0, aio_return 10: \"late data\\n\"") != std::string::npos);
+}
+
+TEST_CASE("aio_copy with lio_listio copies files of 0, 1, 4095, 4096, 1 MiB + 3 and 64 MiB byte for byte, at depths 1 and 32") {
+    TemporaryDirectory directory;
+    for (const std::size_t size : {std::size_t{0}, std::size_t{1}, std::size_t{4095}, std::size_t{4096},
+                                   std::size_t{(1 << 20) + 3}, std::size_t{64} << 20}) {
+        const std::string source = directory / ("source." + std::to_string(size));
+        const std::string content = random_bytes(size, static_cast<std::uint32_t>(size) + 1);
+        write_file(source, content);
+        for (const char* depth : {"1", "32"}) {
+            for (const char* notify : {"suspend", "thread"}) {
+                if (std::string_view(notify) == "thread" && size < (1u << 20)) {
+                    continue;  // SIGEV_THREAD on the two larger files
+                }
+                INFO(size << " bytes, depth " << depth << ", --notify " << notify);
+                const std::string destination = directory / "copy";
+                const Completed copy = run(
+                    {AIO_POSIX_COPY, source, destination, "--depth", depth, "--notify", notify, "--quiet"}, {}, 60s);
+                INFO(copy.out << copy.err);
+                REQUIRE(copy.status.describe() == "exit 0");
+                CHECK(copy.out.find(std::to_string(size) + " bytes copied") != std::string::npos);
+                CHECK(copy.out.find("aio_fsync done") != std::string::npos);
+                const auto copied = file_content(destination);
+                REQUIRE(copied.has_value());
+                CHECK(copied->size() == size);
+                CHECK((*copied == content));
+                ::unlink(destination.c_str());
+            }
+        }
+        ::unlink(source.c_str());
+    }
+}
+
+TEST_CASE("aio_copy with lio_listio fails cleanly: a clear message, exit 1, and no partial destination") {
+    TemporaryDirectory directory;
+    write_file(directory / "source", random_bytes(4 << 20, 12));
+
+    const Completed missing = run({AIO_POSIX_COPY, directory / "nothing", directory / "copy"});
+    CHECK(missing.status.describe() == "exit 1");
+    CHECK(missing.err.find("[ENOENT]") != std::string::npos);
+    CHECK_FALSE(exists(directory / "copy"));
+
+    const Completed unwritable = run({AIO_POSIX_COPY, directory / "source", directory.path()});
+    CHECK(unwritable.status.describe() == "exit 1");
+    CHECK(unwritable.err.find("[EISDIR]") != std::string::npos);
+
+    StartOptions limited;
+    limited.rlimit_fsize = 1 << 20;
+    const Completed too_large = run({AIO_POSIX_COPY, directory / "source", directory / "copy", "--quiet"}, limited);
+    INFO(too_large.err);
+    CHECK(too_large.status.describe() == "exit 1");
+    CHECK(too_large.err.find("aio_error: File too large [EFBIG]") != std::string::npos);
+    CHECK(too_large.err.find("the copy failed; " + (directory / "copy") + " removed") != std::string::npos);
+    CHECK_FALSE(exists(directory / "copy"));
+}
+
+TEST_CASE("strace -f: glibc's helper threads do the pread64 and pwrite64, not the main thread") {
+    skip_unless_strace_available();
+    TemporaryDirectory directory;
+    write_file(directory / "source", random_bytes(4 << 20, 13));
+    TraceFile trace_file("aio-posix-copy");
+    std::vector<std::string> argv = strace_command(trace_file.path(), "pread64,pwrite64,fsync,clone,clone3");
+    for (const std::string& word : {std::string(AIO_POSIX_COPY), directory / "source", directory / "copy",
+                                    std::string("--depth"), std::string("4"), std::string("--quiet")}) {
+        argv.push_back(word);
+    }
+    const Completed copy = run(argv, {}, 60s);
+    REQUIRE(copy.status.describe() == "exit 0");
+
+    const Trace trace = Trace::read(trace_file.path());
+    INFO(trace.text.substr(0, 8000));
+    const pid_t main_thread = trace.calls.front().pid;
+    const auto threads_created = trace.calls_named("clone3").size() + trace.calls_named("clone").size();
+    CHECK(threads_created >= 1);
+    // (Before the first thread, the dynamic loader's own pread64 calls.)
+    int reads = 0, writes = 0;
+    bool threads_started = false;
+    for (const Syscall& call : trace.calls) {
+        threads_started = threads_started || call.name == "clone3" || call.name == "clone";
+        if (threads_started && (call.name == "pread64" || call.name == "pwrite64" || call.name == "fsync")) {
+            CHECK(call.pid != main_thread);  // in a helper thread
+            reads += call.name == "pread64" && call.value() > 0;
+            writes += call.name == "pwrite64";
+        }
+    }
+    CHECK(reads == 4);
+    CHECK(writes == 4);
+    CHECK(trace.calls_named("fsync").size() == 1);  // aio_fsync(O_SYNC)
+}
+
+TEST_CASE("server: with glibc's 20 threads the 21st idle connection starves a client, --threads lifts it") {
+    // 20 idle connections: each one's aio_read blocks a glibc thread.
+    Server starved = start_server(AIO_POSIX_SERVER, {"--quiet", "--threads", "20"});
+    const pid_t pid = starved.process.pid();
+    std::vector<unique_fd> idle;
+    for (int i = 0; i < 20; ++i) {
+        idle.push_back(connect_to(starved.port));
+    }
+    REQUIRE(eventually([&] { return resources_of(pid).threads >= 21; }));  // main + 20 busy in read()
+    unique_fd active = connect_to(starved.port);
+    REQUIRE(::send(active.get(), "hello", 5, MSG_NOSIGNAL) == 5);
+    CHECK_FALSE(readable_within(active.get(), 1s));  // its read waits for a thread: no echo
+    idle.front().reset();                            // one idle client leaves: its thread is free
+    CHECK(receive_up_to(active.get(), 5, 5s) == "hello");
+    active.reset();
+    idle.clear();
+    stop_server(starved);
+
+    // The default, 256 threads: 50 idle connections and the active one is served at once.
+    Server server = start_server(AIO_POSIX_SERVER, {"--quiet"});
+    for (int i = 0; i < 50; ++i) {
+        idle.push_back(connect_to(server.port));
+    }
+    REQUIRE(eventually([&] { return resources_of(server.process.pid()).threads >= 51; }));
+    CHECK(echo_once(server.port, "hello", 5s).received == "hello");
+    idle.clear();
+    const std::string summary = stop_server(server);
+    CHECK(summary_count(summary, "connections") == 51);
+}
+
+TEST_CASE("strace -f: on a socket, glibc tries pread64, gets ESPIPE, and reads with read()") {
+    skip_unless_strace_available();
+    TraceFile trace_file("aio-posix-server");
+    Server server = start_server(AIO_POSIX_SERVER, {"--quiet"}, {}, strace_command(trace_file.path(), "pread64,read,pwrite64,write"));
+    REQUIRE(echo_once(server.port, "hello").received == "hello");
+    stop_traced_server(server);
+
+    const Trace trace = Trace::read(trace_file.path());
+    INFO(trace.text.substr(0, 8000));
+    bool espipe_then_read = false;
+    const auto& calls = trace.calls;
+    for (std::size_t i = 0; i + 1 < calls.size(); ++i) {
+        if (calls[i].name == "pread64" && calls[i].error() == "ESPIPE") {
+            for (std::size_t j = i + 1; j < calls.size(); ++j) {
+                if (calls[j].pid == calls[i].pid) {
+                    espipe_then_read = espipe_then_read || (calls[j].name == "read" && calls[j].value() == 5);
+                    break;
+                }
+            }
+        }
+    }
+    CHECK(espipe_then_read);
+}
