@@ -175,14 +175,17 @@ TEST_CASE("strace: aio_copy uses io_setup, io_submit, io_getevents and io_destro
     INFO(trace.text.substr(0, 8000));
     REQUIRE(trace.calls_named("io_setup").size() == 1);
     CHECK(trace.calls_named("io_destroy").size() == 1);
-    // From io_setup on (before it, the dynamic loader reads libraries with
-    // pread64), no pread64 or pwrite64: the kernel does the I/O.
+    // From io_setup on (before it, the dynamic loader, and in the asan
+    // build the sanitizer, read files of their own), no pread64, pwrite64
+    // or read, and write only for the summary line on stdout: the kernel
+    // moves the file data.
     bool started = false;
     for (const Syscall& call : trace.calls) {
         started = started || call.name == "io_setup";
         if (started) {
             INFO(call.name << "(" << call.args << ")");
-            CHECK((call.name != "pread64" && call.name != "pwrite64"));
+            CHECK((call.name != "pread64" && call.name != "pwrite64" && call.name != "read"));
+            CHECK((call.name != "write" || call.args.find("1, ") == 0));
         }
     }
     // The first io_submit queues four reads at once.
@@ -191,12 +194,6 @@ TEST_CASE("strace: aio_copy uses io_setup, io_submit, io_getevents and io_destro
     CHECK(submits.front().value() == 4);
     CHECK(submits.front().args.find("IOCB_CMD_PREAD") != std::string::npos);
     CHECK(trace.calls_named("io_getevents").size() >= 2);
-    // No read/write of file data by the program itself (only the loader's
-    // reads of libraries, 832 bytes each, and the summary line).
-    for (const Syscall& call : trace.calls_named("read")) {
-        CHECK(call.value() == 832);
-    }
-    CHECK(trace.calls_named("write").size() == 1);
 }
 
 TEST_CASE("strace: the aio poll server waits with IOCB_CMD_POLL requests and io_pgetevents") {
