@@ -221,9 +221,10 @@ int main(int argc, char** argv) {
         }
         ::sigsuspend(&while_waiting);  // sleeps until SIGUSR1 or SIGQUIT; their handlers have run
     }
-    std::printf("%zu requests done; the completion signal's handler ran %d times (a completion already seen "
+    const int handled = completion_signals;
+    std::printf("%zu requests done; the completion signal's handler ran %d time%s (a completion already seen "
                 "leaves its signal pending, unhandled)\n",
-                requests.size(), static_cast<int>(completion_signals));
+                requests.size(), handled, handled == 1 ? "" : "s");
     for (const auto& request : requests) {
         status = status != 0 || ::aio_error(&request->control) != 0 ? 1 : 0;
     }

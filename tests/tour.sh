@@ -337,6 +337,55 @@ tour_08_rtsig_tcp() {
     done
 }
 
+# 09-aio-kernel: io_submit queues, io_getevents collects; the aio poll server.
+tour_09_aio_kernel() {
+    local dir=$1 client=$BUILD_DIR/01-blocking/client line
+    heading "09-aio-kernel: io_submit returns at once; io_getevents says how each request ended (res)"
+
+    step "aio_write then aio_read (O_DIRECT) of a file in the tour's temporary directory"
+    "$dir/aio_write" "$TOUR_TMP/aio.txt" hello from the tour >"$TOUR_TMP/aio.out" ||
+        fail "aio_write: $(cat "$TOUR_TMP/aio.out")"
+    while IFS= read -r line; do show "$line"; done <"$TOUR_TMP/aio.out"
+    "$dir/aio_read" "$TOUR_TMP/aio.txt" >"$TOUR_TMP/aio.out" || fail "aio_read: $(cat "$TOUR_TMP/aio.out")"
+    while IFS= read -r line; do show "$line"; done < <(grep -E 'io_getevents|^hello' "$TOUR_TMP/aio.out")
+
+    step "aio_copy of 4 MiB + 3 bytes, 8 requests in flight"
+    head -c $((4 * 1024 * 1024 + 3)) /dev/urandom >"$TOUR_TMP/aio.src"
+    "$dir/aio_copy" "$TOUR_TMP/aio.src" "$TOUR_TMP/aio.dst" --quiet >"$TOUR_TMP/aio.out" 2>&1 ||
+        fail "aio_copy: $(cat "$TOUR_TMP/aio.out")"
+    cmp -s "$TOUR_TMP/aio.src" "$TOUR_TMP/aio.dst" || fail "aio_copy: the copy differs from the source"
+    show "$(cat "$TOUR_TMP/aio.out")"
+    show "cmp: the copy is identical"
+
+    start_server aio_kernel_server "$dir/server" 0
+    expect_echo "$client" "${SERVER_PORT[aio_kernel_server]}" hello from the tour
+    stop_server aio_kernel_server
+}
+
+# 10-aio-posix: glibc's AIO, done by helper threads.
+tour_10_aio_posix() {
+    local dir=$1 client=$BUILD_DIR/01-blocking/client line
+    heading "10-aio-posix: aio_read/aio_write return at once; glibc's threads do the I/O"
+
+    step "aio_read_files: one request per file, completion by signal"
+    printf 'first file\n' >"$TOUR_TMP/posix.a"
+    printf 'second file\n' >"$TOUR_TMP/posix.b"
+    "$dir/aio_read_files" "$TOUR_TMP/posix.a" "$TOUR_TMP/posix.b" >"$TOUR_TMP/aio.out" ||
+        fail "aio_read_files: $(cat "$TOUR_TMP/aio.out")"
+    while IFS= read -r line; do show "${line//$TOUR_TMP\//}"; done <"$TOUR_TMP/aio.out"
+
+    step "aio_copy of 4 MiB + 3 bytes with lio_listio and aio_suspend"
+    head -c $((4 * 1024 * 1024 + 3)) /dev/urandom >"$TOUR_TMP/posix.src"
+    "$dir/aio_copy" "$TOUR_TMP/posix.src" "$TOUR_TMP/posix.dst" --quiet >"$TOUR_TMP/aio.out" 2>&1 ||
+        fail "aio_copy: $(cat "$TOUR_TMP/aio.out")"
+    cmp -s "$TOUR_TMP/posix.src" "$TOUR_TMP/posix.dst" || fail "aio_copy: the copy differs from the source"
+    show "$(cat "$TOUR_TMP/aio.out")"
+
+    start_server aio_posix_server "$dir/server" 0
+    expect_echo "$client" "${SERVER_PORT[aio_posix_server]}" hello from the tour
+    stop_server aio_posix_server
+}
+
 # --------------------------------------------------------------------- main
 
 main() {
