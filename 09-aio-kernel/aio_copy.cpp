@@ -59,6 +59,7 @@
 
 #include "aio_abi.hpp"
 #include "common/errors.hpp"
+#include "common/files.hpp"
 #include "common/options.hpp"
 #include "common/unique_fd.hpp"
 
@@ -349,16 +350,7 @@ int main(int argc, char** argv) {
          {"--eventfd", "", "completions signalled on an eventfd watched by epoll (IOCB_FLAG_RESFD)",
           [&settings](std::string_view) { return settings.eventfd = true; }},
          {"--quiet", "", "do not report each request", [&settings](std::string_view) { return settings.quiet = true; }}},
-        [&settings](std::string_view operand) {
-            if (settings.source.empty()) {
-                settings.source = operand;
-            } else if (settings.destination.empty()) {
-                settings.destination = operand;
-            } else {
-                return false;
-            }
-            return !operand.empty();
-        },
+        two_paths(settings.source, settings.destination),
         "SRC DST",
         "(two paths)",
     };
@@ -381,15 +373,8 @@ int main(int argc, char** argv) {
         return 1;
     }
     struct stat source_info {};
-    if (::fstat(files.source_direct.get(), &source_info) == -1 || !S_ISREG(source_info.st_mode)) {
-        std::fprintf(stderr, "%s: %s: not a regular file\n", program_name(), settings.source.c_str());
-        return 1;
-    }
-    struct stat existing {};
-    if (::stat(settings.destination.c_str(), &existing) == 0 && existing.st_dev == source_info.st_dev &&
-        existing.st_ino == source_info.st_ino) {
-        std::fprintf(stderr, "%s: %s and %s are the same file\n", program_name(), settings.source.c_str(),
-                     settings.destination.c_str());
+    if (!stat_regular_file(files.source_direct.get(), settings.source, source_info) ||
+        !different_files(settings.source, source_info, settings.destination)) {
         return 1;
     }
     files.source_buffered.reset(::open(settings.source.c_str(), O_RDONLY | O_CLOEXEC));

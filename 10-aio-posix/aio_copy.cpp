@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "common/errors.hpp"
+#include "common/files.hpp"
 #include "common/options.hpp"
 #include "common/unique_fd.hpp"
 
@@ -343,16 +344,7 @@ int main(int argc, char** argv) {
               return value == "thread" || value == "suspend";
           }},
          {"--quiet", "", "do not report each request", [&settings](std::string_view) { return settings.quiet = true; }}},
-        [&settings](std::string_view operand) {
-            if (settings.source.empty()) {
-                settings.source = operand;
-            } else if (settings.destination.empty()) {
-                settings.destination = operand;
-            } else {
-                return false;
-            }
-            return !operand.empty();
-        },
+        two_paths(settings.source, settings.destination),
         "SRC DST",
         "(two paths)",
     };
@@ -369,15 +361,8 @@ int main(int argc, char** argv) {
         return 1;
     }
     struct stat source_info {};
-    if (::fstat(source.get(), &source_info) == -1 || !S_ISREG(source_info.st_mode)) {
-        std::fprintf(stderr, "%s: %s: not a regular file\n", program_name(), settings.source.c_str());
-        return 1;
-    }
-    struct stat existing {};
-    if (::stat(settings.destination.c_str(), &existing) == 0 && existing.st_dev == source_info.st_dev &&
-        existing.st_ino == source_info.st_ino) {
-        std::fprintf(stderr, "%s: %s and %s are the same file\n", program_name(), settings.source.c_str(),
-                     settings.destination.c_str());
+    if (!stat_regular_file(source.get(), settings.source, source_info) ||
+        !different_files(settings.source, source_info, settings.destination)) {
         return 1;
     }
     const unique_fd destination(::open(settings.destination.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));

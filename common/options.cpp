@@ -155,6 +155,22 @@ CommandLine server_command_line(ServerOptions& options, std::string_view purpose
     return command;
 }
 
+std::function<bool(std::string_view operand)> two_paths(std::string& first, std::string& second) {
+    return [&first, &second](std::string_view operand) {
+        if (operand.empty()) {
+            return false;
+        }
+        if (first.empty()) {
+            first = operand;
+        } else if (second.empty()) {
+            second = operand;
+        } else {
+            return false;
+        }
+        return true;
+    };
+}
+
 ServerOptions parse_server_options_or_exit(int argc, char** argv, std::string_view purpose,
                                            std::uint16_t default_port, std::vector<Option> extra) {
     ServerOptions options;

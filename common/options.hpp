@@ -47,6 +47,11 @@ std::string usage_text(std::string_view program, const CommandLine& command);
 // and usage on stderr, exit 2. Returns only when the program should run.
 void parse_command_line_or_exit(const CommandLine& command, int argc, char** argv);
 
+// The operand handler of a program that takes two paths, SRC and DST
+// (09's and 10's aio_copy): fills `first`, then `second`; a third or an
+// empty path is an error.
+std::function<bool(std::string_view operand)> two_paths(std::string& first, std::string& second);
+
 // The options every TCP or UDP echo server has.
 struct ServerOptions {
     std::string host = "127.0.0.1";  // loopback unless the reader asks
