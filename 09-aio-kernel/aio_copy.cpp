@@ -377,32 +377,8 @@ int main(int argc, char** argv) {
         !different_files(settings.source, source_info, settings.destination)) {
         return 1;
     }
-    files.source_buffered.reset(::open(settings.source.c_str(), O_RDONLY | O_CLOEXEC));
-    files.destination_direct = open_direct(settings.destination, O_WRONLY | O_CREAT | O_TRUNC, files.direct);
-    if (!files.destination_direct) {
-        report_failure("open " + settings.destination, errno);
-        return 1;
-    }
-    files.destination_buffered.reset(::open(settings.destination.c_str(), O_WRONLY | O_CLOEXEC));
-    if (!files.source_buffered || !files.destination_buffered) {
-        report_failure("open (buffered)", errno);
-        ::unlink(settings.destination.c_str());
-        return 1;
-    }
-    files.alignment = std::max(dio_alignment(files.source_direct.get()), dio_alignment(files.destination_direct.get()));
-    if (settings.block_size % files.alignment != 0) {
-        std::fprintf(stderr, "%s: --block-size %zu is not a multiple of the direct I/O alignment %zu\n", program_name(),
-                     settings.block_size, files.alignment);
-        ::unlink(settings.destination.c_str());
-        return 2;
-    }
-
-    const auto fail = [&settings](const char* why) {
-        // No half-copied file that looks like a copy.
-        ::unlink(settings.destination.c_str());
-        std::fprintf(stderr, "%s: %s; %s removed\n", program_name(), why, settings.destination.c_str());
-        return 1;
-    };
+    // The AIO context first: if the system has none to give, DST (which
+    // may exist and hold something) is not even opened.
     aio_context_t context = 0;
     if (io_setup(settings.depth, &context) == -1) {
         // EAGAIN: more than /proc/sys/fs/aio-max-nr requests in all contexts.
@@ -422,8 +398,39 @@ int main(int argc, char** argv) {
                                  "(/proc/sys/fs/aio-max-nr), %lu are taken (/proc/sys/fs/aio-nr)\n",
                          program_name(), limit, used);
         }
-        return fail("no AIO context");
+        std::fprintf(stderr, "%s: no AIO context: nothing copied, %s not touched\n", program_name(),
+                     settings.destination.c_str());
+        return 1;
     }
+    files.source_buffered.reset(::open(settings.source.c_str(), O_RDONLY | O_CLOEXEC));
+    files.destination_direct = open_direct(settings.destination, O_WRONLY | O_CREAT | O_TRUNC, files.direct);
+    if (!files.destination_direct) {
+        report_failure("open " + settings.destination, errno);
+        io_destroy(context);
+        return 1;
+    }
+    files.destination_buffered.reset(::open(settings.destination.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!files.source_buffered || !files.destination_buffered) {
+        report_failure("open (buffered)", errno);
+        ::unlink(settings.destination.c_str());
+        io_destroy(context);
+        return 1;
+    }
+    files.alignment = std::max(dio_alignment(files.source_direct.get()), dio_alignment(files.destination_direct.get()));
+    if (settings.block_size % files.alignment != 0) {
+        std::fprintf(stderr, "%s: --block-size %zu is not a multiple of the direct I/O alignment %zu\n", program_name(),
+                     settings.block_size, files.alignment);
+        ::unlink(settings.destination.c_str());
+        io_destroy(context);
+        return 2;
+    }
+
+    const auto fail = [&settings](const char* why) {
+        // No half-copied file that looks like a copy.
+        ::unlink(settings.destination.c_str());
+        std::fprintf(stderr, "%s: %s; %s removed\n", program_name(), why, settings.destination.c_str());
+        return 1;
+    };
     unique_fd completion_fd, epoll_fd;
     if (settings.eventfd) {
         completion_fd.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));

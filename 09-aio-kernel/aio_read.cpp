@@ -135,7 +135,7 @@ int main(int argc, char** argv) {
     unique_fd fd(::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
     if (!fd && errno == EINVAL) {
         std::printf("open %s with O_DIRECT: %s: this file system does not do direct I/O; reading buffered, so "
-                    "io_submit will copy from the page cache itself, synchronously\n",
+                    "io_submit will do the read itself, synchronously\n",
                     path.c_str(), describe_failure("open", EINVAL).c_str());
         direct = false;
         fd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));

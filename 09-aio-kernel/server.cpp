@@ -192,8 +192,8 @@ void accept_new_clients(Server& server, int listen_fd, DescriptorReserve& reserv
             }
             return;
         }
-        // Each connection has one poll request in flight; the listening
-        // socket and the signalfd have theirs: the context must hold them all.
+        // Each connection has one poll request in flight, and the
+        // listening socket has one: the context must hold them all.
         if (server.connections.size() + 2 >= server.max_events) {
             server.log("refused %s: %u poll requests in flight is the context's size (--max-events)",
                        format_address(peer).c_str(), server.max_events);

@@ -153,6 +153,11 @@ TEST_CASE("aio_copy failures: a clear message, exit 1, and no partial destinatio
     CHECK(too_deep.err.find("io_setup 1000000: Resource temporarily unavailable [EAGAIN]") != std::string::npos);
     CHECK(too_deep.err.find("/proc/sys/fs/aio-max-nr") != std::string::npos);
     CHECK_FALSE(exists(directory / "copy"));
+    // A destination that exists is not even opened when there is no context.
+    write_file(directory / "copy", "keep me");
+    CHECK(run({AIO_KERNEL_COPY, directory / "source", directory / "copy", "--depth", "1000000"}).status.describe() ==
+          "exit 1");
+    CHECK(file_content(directory / "copy") == "keep me");
 }
 
 TEST_CASE("strace: aio_copy uses io_setup, io_submit, io_getevents and io_destroy, and never pread64 or pwrite64") {
