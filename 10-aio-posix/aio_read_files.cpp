@@ -112,7 +112,7 @@ int collect(std::vector<std::unique_ptr<Request>>& requests) {
             continue;
         }
         request->finished = true;
-        const ssize_t result = ::aio_return(&request->control);  // once, and only when done: it frees glibc's record
+        const ssize_t result = ::aio_return(&request->control);  // once, and only when done
         if (error == 0) {
             std::printf("%s: aio_error 0, aio_return %zd: \"%s\"\n", request->path.c_str(), result,
                         printable(request->buffer.data(), static_cast<std::size_t>(result)).c_str());

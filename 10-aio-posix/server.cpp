@@ -199,8 +199,10 @@ int main(int argc, char** argv) {
     settings.aio_num = threads;
     settings.aio_idle_time = 1;
     ::aio_init(&settings);
-    // glibc writes to a socket with write(): a peer that has gone would
-    // raise SIGPIPE and kill the server. Ignored, write fails with EPIPE.
+    // glibc writes to a socket with write(), in a helper thread that blocks
+    // every signal, so a peer that has gone gives EPIPE and the SIGPIPE
+    // stays pending there. Ignored anyway: nothing in this process should
+    // depend on which thread happens to write.
     ::signal(SIGPIPE, SIG_IGN);
 
     const unique_fd listen_fd = listen_tcp(options.host, options.port, SOCK_CLOEXEC);
@@ -208,7 +210,9 @@ int main(int argc, char** argv) {
         return 1;
     }
     // The handler shuts the listening socket down, so the blocked accept4
-    // returns (glibc's threads block all signals: the main thread gets it).
+    // returns. (glibc's helper threads block every signal, but its
+    // SIGEV_THREAD notification threads do not: the handler may run in
+    // one of them, and shutdown() works from any thread.)
     install_stop_handlers(listen_fd.get());
     DescriptorReserve reserve;
     if (!print_ready_line(listen_fd.get())) {
