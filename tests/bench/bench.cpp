@@ -1,339 +1,918 @@
-// tests/bench/bench.cpp: measures the I/O models side by side.
+// tests/bench/bench.cpp: measures the I/O models side by side, on the
+// reader's own machine, and checks the documents' claims with numbers.
 //
-// This first part measures the cost of *dispatch*: how long one readiness
-// mechanism takes to report one event when N descriptors are watched and
-// A of them are active, with the method of libevent's test/bench.c:
-// N socketpairs, A of them primed with one byte; every byte read from pair
-// i writes one byte to pair i+1, until 1000 bytes have been chained. The
-// time per event is what the readiness mechanism costs, plus two trivial
-// system calls. Every run is repeated and reported as a median with its
-// spread (min..max); every byte is counted, and a run that loses or
-// invents one fails the program.
+//   1. Calibration: one trivial system call; a 512-byte round trip through a
+//      socketpair in one thread (the ceiling of an echo: nobody sleeps); a
+//      ping-pong between two processes over loopback TCP (the floor of one
+//      connection's round trip).
+//   2. Dispatch cost (libevent's method): µs per event for select, poll,
+//      epoll LT/ET, real-time signals and kernel-AIO poll, N watched, A active.
+//   3. Echo with K idle connections and C active ones, for every TCP echo
+//      server of the suite: echoes/s, round trips, server CPU per echo and,
+//      in a separate pass under strace -c -f, system calls per echo.
+//   4. Concurrency × message size.
+//   5. Memory per connection, threads and processes at 1000 idle connections.
+//   6. External servers (--external NAME='COMMAND {port}') beside ours.
 //
-// Also a calibration, every run: the cost of one trivial system call, and
-// the round trip of one 512-byte message through a socketpair within one
-// thread (the ceiling of an echo: zero wake-ups).
+// The load generator (load.cpp) runs in this thread on one CPU, the server
+// on the other. Every figure is a median of several runs with its spread;
+// every byte echoed is checked, and a byte that differs ends the benchmark
+// with exit 1 and no report.
 //
-// Still to come (issue 7): real-time signals and AIO poll in the dispatch
-// table, the echo servers under load with idle connections, memory per
-// connection, external servers, plots.
-//
-// usage: bench [--quick] [--runs N]
-//   --quick: small sizes, one run each, for CI: checks correctness, prints figures without meaning
+// The report is Markdown (stdout, and report.md with CSV files and gnuplot
+// plots when --output DIR is given).
 
-#include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <sys/epoll.h>
+#include <gnu/libc-version.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/select.h>
-#include <sys/socket.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
-#include <cstdint>
+#include <charconv>
+#include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <functional>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "common/errors.hpp"
 #include "common/options.hpp"
-#include "common/unique_fd.hpp"
+#include "dispatch.hpp"
+#include "load.hpp"
+#include "servers.hpp"
+#include "support.hpp"
 
-using namespace iomodels;
-using Clock = std::chrono::steady_clock;
+#ifndef IOMODELS_BUILD_DIR
+#define IOMODELS_BUILD_DIR "build"
+#endif
+
+using namespace bench;
+using iomodels::CommandLine;
+using iomodels::parse_command_line_or_exit;
 
 namespace {
 
-[[noreturn]] void fail(const std::string& what, int error = 0) {
-    if (error != 0) {
-        report_failure(what, error);
-    } else {
-        std::fprintf(stderr, "%s: %s\n", program_name(), what.c_str());
-    }
-    std::exit(1);
-}
+// ------------------------------------------------------------------ options
 
-struct Figure {
-    double median, low, high;
+struct Settings {
+    bool quick = false;
+    int runs = 3;
+    double window = 0.3;  // seconds per echo run, after a warm-up of a third of it
+    std::set<std::string> workloads = {"dispatch", "idle", "concurrency", "syscalls"};
+    std::optional<std::set<std::string>> servers;  // nullopt: all of ours
+    std::vector<std::pair<std::string, std::string>> external;  // name, command
+    std::string output;
+    std::string build_dir = IOMODELS_BUILD_DIR;
 };
 
-Figure summarise(std::vector<double> samples) {
-    std::sort(samples.begin(), samples.end());
-    return {samples[samples.size() / 2], samples.front(), samples.back()};
+std::set<std::string> split(std::string_view list) {
+    std::set<std::string> items;
+    while (!list.empty()) {
+        const std::size_t comma = list.find(',');
+        items.emplace(list.substr(0, comma));
+        list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+    }
+    return items;
 }
 
-std::string show(const Figure& figure) {
+// ------------------------------------------------------------------ servers
+
+std::vector<ServerSpec> our_servers(const Settings& settings) {
+    const auto spec = [&](std::string name, std::vector<std::string> extra = {}) {
+        ServerSpec server;
+        server.argv = {settings.build_dir + "/" + name, "0", "--quiet"};
+        server.argv.insert(server.argv.end(), extra.begin(), extra.end());
+        server.name = std::move(name);
+        return server;
+    };
+    std::vector<ServerSpec> servers;
+    servers.push_back(spec("01-blocking/server_iterative"));
+    servers.back().one_at_a_time = true;
+    servers.push_back(spec("01-blocking/server"));
+    servers.push_back(spec("01-blocking/server_thread"));
+    servers.push_back(spec("02-nonblocking/server"));
+    servers.push_back(spec("03-select/server"));
+    // Descriptors 0 to 1023 only; stdio, the listener and a spare take 5.
+    servers.back().most_connections = FD_SETSIZE - 8;
+    servers.push_back(spec("04-poll/server"));
+    servers.push_back(spec("05-epoll-lt/server"));
+    servers.push_back(spec("06-epoll-et/server"));
+    servers.push_back(spec("08-rtsig-tcp/server"));
+    servers.push_back(spec("08-rtsig-tcp/server_handler"));
+    servers.push_back(spec("09-aio-kernel/server"));
+    // A pending aio_read holds one of glibc's threads: one per connection.
+    servers.push_back(spec("10-aio-posix/server", {"--threads", settings.quick ? "64" : "8300"}));
+    if (settings.quick) {
+        servers.back().most_connections = 64;
+    }
+    std::vector<ServerSpec> chosen;
+    for (ServerSpec& server : servers) {
+        if (!settings.servers || settings.servers->count(server.name) != 0) {
+            chosen.push_back(std::move(server));
+        }
+    }
+    for (const auto& [name, command] : settings.external) {
+        ServerSpec server;
+        server.name = name;
+        server.command = command;
+        chosen.push_back(std::move(server));
+    }
+    return chosen;
+}
+
+// ------------------------------------------------------------------ results
+
+struct Calibration {
+    Figure syscall_ns, in_thread_us, ping_pong_us;
+    [[nodiscard]] double ceiling() const { return 2e6 / in_thread_us.median; }  // two cores, echoes/s
+};
+
+struct DispatchRow {
+    int active, count;
+    std::map<Mechanism, Figure> cost;  // missing: not measured (select past FD_SETSIZE)
+};
+
+struct EchoCell {
+    std::string server;
+    int idle = 0, active = 0;
+    std::size_t size = 512;
+    Figure rate;  // echoes/s
+    double p50_us = 0, p99_us = 0, cpu_us = 0;
+    double syscalls = -1;  // per echo; < 0: not counted
+    std::string top_calls;  // "read 1.00, write 1.00, epoll_wait 0.12"
+    std::string missing;    // why there is no figure
+};
+
+struct MemoryRow {
+    std::string server;
+    int idle = 0;
+    TreeStats before, after;
+    std::string missing;
+};
+
+struct Results {
+    Calibration calibration;
+    std::vector<DispatchRow> dispatch;
+    std::vector<EchoCell> idle, concurrency;
+    std::vector<MemoryRow> memory;
+    std::vector<std::string> external_names;
+};
+
+// ------------------------------------------------------------ the workloads
+
+Calibration calibrate(const Settings& settings, const Placement& placement) {
+    progress("calibration");
+    std::vector<double> syscall_ns, in_thread_us, ping_pong_us;
+    for (int run = 0; run < settings.runs; ++run) {
+        syscall_ns.push_back(trivial_syscall_ns(settings.quick ? 10000 : 1000000));
+        in_thread_us.push_back(in_thread_round_trip_us(settings.quick ? 1000 : 100000));
+        ping_pong_us.push_back(ping_pong_round_trip_us(settings.quick ? 1000 : 20000, placement.server_cpu));
+    }
+    return {summarise(syscall_ns), summarise(in_thread_us), summarise(ping_pong_us)};
+}
+
+std::vector<DispatchRow> measure_dispatch(const Settings& settings) {
+    rlimit limit{};
+    ::getrlimit(RLIMIT_NOFILE, &limit);
+    const int most_pairs = static_cast<int>((limit.rlim_cur - 100) / 2);
+    const std::vector<int> sizes = settings.quick ? std::vector<int>{16, 100}
+                                                  : std::vector<int>{16, 100, 500, 1000, 4000, 9000};
+    std::vector<DispatchRow> rows;
+    for (const int active : {1, 100}) {
+        for (const int count : sizes) {
+            if (count > most_pairs || active > count) {
+                continue;
+            }
+            progress("dispatch: A = %d, N = %d", active, count);
+            Pairs pairs(count);
+            DispatchRow row{active, count, {}};
+            for (const Mechanism mechanism : all_mechanisms) {
+                if (mechanism == Mechanism::select && pairs.highest_descriptor() >= FD_SETSIZE) {
+                    continue;  // an fd_set has no bit for it
+                }
+                std::vector<double> samples;
+                for (int run = 0; run < settings.runs; ++run) {
+                    samples.push_back(pairs.run(mechanism, active, 1000));
+                }
+                row.cost[mechanism] = summarise(samples);
+            }
+            rows.push_back(std::move(row));
+        }
+    }
+    return rows;
+}
+
+// Runs `runs` timed runs on the open active connections and fills `cell`.
+void measure_cell(const Settings& settings, const RunningServer& server, Load& load, EchoCell& cell) {
+    const TreeStats before = server.stats();
+    std::vector<double> rates;
+    std::vector<float> round_trips;
+    std::uint64_t echoes = 0;
+    for (int run = 0; run < settings.runs; ++run) {
+        RunResult result;
+        std::string error;
+        if (!load.run(cell.size, settings.window / 3, settings.window, result, error)) {
+            cell.missing = error;
+            return;
+        }
+        rates.push_back(result.echoes_per_second());
+        round_trips.insert(round_trips.end(), result.round_trips_us.begin(), result.round_trips_us.end());
+        echoes += result.all_echoes;
+    }
+    const TreeStats after = server.stats();
+    cell.rate = summarise(rates);
+    RunResult all;
+    all.round_trips_us = std::move(round_trips);
+    cell.p50_us = all.percentile_us(50);
+    cell.p99_us = all.percentile_us(99);
+    cell.cpu_us = (after.cpu_ns - before.cpu_ns) / 1e3 / static_cast<double>(std::max<std::uint64_t>(echoes, 1));
+}
+
+// The same connections again, a fixed number of echoes, under strace -c -f.
+void count_syscalls(const Settings& settings, const RunningServer& server, Load& load, EchoCell& cell) {
+    std::uint64_t echoes = 0;
+    std::string error;
+    const auto counts = server.count_syscalls(
+        [&] {
+            RunResult result;
+            const bool worked = load.run_count(cell.size, settings.quick ? 4 : 40, result, error);
+            echoes = result.all_echoes;
+            return worked;
+        },
+        error);
+    if (!counts || echoes == 0) {
+        progress("  syscalls not counted: %s", error.c_str());
+        return;
+    }
+    std::uint64_t total = 0;
+    for (const auto& [name, calls] : *counts) {
+        total += calls;
+    }
+    cell.syscalls = static_cast<double>(total) / static_cast<double>(echoes);
+    for (std::size_t i = 0; i < counts->size() && i < 4; ++i) {
+        char part[96];
+        std::snprintf(part, sizeof part, "%s%s %.2f", i == 0 ? "" : ", ", (*counts)[i].first.c_str(),
+                      static_cast<double>((*counts)[i].second) / static_cast<double>(echoes));
+        cell.top_calls += part;
+    }
+}
+
+// Section 3 and 5: one server, K idle connections growing, C active.
+void measure_idle(const Settings& settings, const ServerSpec& spec, const Placement& placement, Results& results,
+                  bool syscalls) {
+    const std::vector<int> idle_levels = settings.quick ? std::vector<int>{0, 20} : std::vector<int>{0, 1000, 4000, 8000};
+    const std::vector<int> active_levels = settings.quick ? std::vector<int>{1, 5} : std::vector<int>{1, 50};
+    const int memory_level = settings.quick ? 20 : 1000;
+    std::string error;
+    auto server = RunningServer::start(spec, placement.server_cpu, error);
+    if (!server) {
+        fail(error);
+    }
+    Load load(spec.name, server->port());
+    MemoryRow memory{spec.name, 0, server->stats(), {}, {}};
+    std::string refused;  // set once the server could hold no more
+    int previous = -1;
+    for (const int wanted : idle_levels) {
+        int idle = wanted;
+        if (spec.most_connections > 0) {
+            idle = std::min(idle, spec.most_connections - active_levels.back());
+        }
+        if (idle == previous || (spec.one_at_a_time && idle > 0)) {
+            continue;
+        }
+        previous = idle;
+        progress("%s: %d idle", spec.name.c_str(), idle);
+        if (refused.empty() && !load.open_idle(idle, error)) {
+            refused = error;
+        }
+        if (wanted == memory_level || (idle < wanted && memory.idle == 0)) {
+            memory.idle = idle;
+            memory.after = server->stats();
+            memory.missing = refused;
+        }
+        for (const int active : active_levels) {
+            if (spec.one_at_a_time && active > 1) {
+                continue;
+            }
+            EchoCell cell{spec.name, idle, active, 512, {}, 0, 0, 0, -1, {}, refused};
+            if (cell.missing.empty()) {
+                if (!load.open_active(active, error)) {
+                    cell.missing = error;
+                } else {
+                    measure_cell(settings, *server, load, cell);
+                    if (syscalls && cell.missing.empty() && active == active_levels.back()) {
+                        count_syscalls(settings, *server, load, cell);
+                    }
+                }
+                load.close_active();
+            }
+            results.idle.push_back(cell);
+        }
+    }
+    if (spec.one_at_a_time) {
+        memory.missing = "one connection at a time";
+    }
+    results.memory.push_back(memory);
+    load = Load(spec.name, 0);  // closes every connection before the server stops
+    const std::string how = server->stop();
+    if (how != "exit 0" && !spec.external()) {
+        fail(spec.name + " did not stop cleanly after SIGTERM: " + how);
+    }
+}
+
+// Section 4: K = 0, C × size.
+void measure_concurrency(const Settings& settings, const ServerSpec& spec, const Placement& placement,
+                         Results& results) {
+    const std::vector<int> active_levels = settings.quick ? std::vector<int>{1, 5} : std::vector<int>{1, 10, 100, 1000};
+    const std::vector<std::size_t> sizes = settings.quick ? std::vector<std::size_t>{64, 4096}
+                                                          : std::vector<std::size_t>{64, 512, 4096};
+    std::string error;
+    auto server = RunningServer::start(spec, placement.server_cpu, error);
+    if (!server) {
+        fail(error);
+    }
+    for (const int active : active_levels) {
+        Load load(spec.name, server->port());
+        std::string missing;
+        if (spec.one_at_a_time && active > 1) {
+            missing = "one connection at a time";
+        } else if (spec.most_connections > 0 && active > spec.most_connections) {
+            missing = "holds at most " + std::to_string(spec.most_connections);
+        } else {
+            progress("%s: %d active", spec.name.c_str(), active);
+            if (!load.open_active(active, error)) {
+                missing = error;
+            }
+        }
+        for (const std::size_t size : sizes) {
+            EchoCell cell{spec.name, 0, active, size, {}, 0, 0, 0, -1, {}, missing};
+            if (missing.empty()) {
+                measure_cell(settings, *server, load, cell);
+            }
+            results.concurrency.push_back(cell);
+        }
+    }
+    const std::string how = server->stop();
+    if (how != "exit 0" && !spec.external()) {
+        fail(spec.name + " did not stop cleanly after SIGTERM: " + how);
+    }
+}
+
+// ------------------------------------------------------------------ report
+
+std::string format(const char* format, double value) {
     char text[64];
-    std::snprintf(text, sizeof text, "%.3f (%.3f..%.3f)", figure.median, figure.low, figure.high);
+    std::snprintf(text, sizeof text, format, value);
     return text;
 }
 
-// ---------------------------------------------------------------- calibration
-
-// Nanoseconds per getppid(): a system call that does nothing.
-double trivial_syscall_ns(int calls) {
-    const auto start = Clock::now();
-    for (int i = 0; i < calls; ++i) {
-        ::getppid();
-    }
-    return std::chrono::duration<double, std::nano>(Clock::now() - start).count() / calls;
-}
-
-// Microseconds per 512-byte round trip through a socketpair, in one thread:
-// write on one end, read it on the other, write it back, read it back.
-double in_thread_round_trip_us(int round_trips) {
-    int pair[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == -1) {
-        fail("socketpair", errno);
-    }
-    const unique_fd a(pair[0]), b(pair[1]);
-    char message[512] = {}, buffer[512];
-    const auto start = Clock::now();
-    for (int i = 0; i < round_trips; ++i) {
-        message[0] = static_cast<char>(i);
-        if (::write(a.get(), message, sizeof message) != sizeof message ||
-            ::read(b.get(), buffer, sizeof buffer) != sizeof buffer ||
-            ::write(b.get(), buffer, sizeof buffer) != sizeof buffer ||
-            ::read(a.get(), buffer, sizeof buffer) != sizeof buffer || buffer[0] != message[0]) {
-            fail("in-thread round trip: a message was lost or changed");
+const EchoCell* find(const std::vector<EchoCell>& cells, const std::string& server, int idle, int active,
+                     std::size_t size = 512) {
+    for (const EchoCell& cell : cells) {
+        if (cell.server == server && cell.idle == idle && cell.active == active && cell.size == size &&
+            cell.missing.empty()) {
+            return &cell;
         }
     }
-    return std::chrono::duration<double, std::micro>(Clock::now() - start).count() / round_trips;
+    return nullptr;
 }
 
-// ------------------------------------------------------------ dispatch cost
-
-enum class Mechanism { select, poll, epoll_lt, epoll_et };
-
-const char* name_of(Mechanism mechanism) {
-    switch (mechanism) {
-        case Mechanism::select: return "select";
-        case Mechanism::poll: return "poll";
-        case Mechanism::epoll_lt: return "epoll LT";
-        case Mechanism::epoll_et: return "epoll ET";
+const Figure* dispatch_cost(const Results& results, int active, int count, Mechanism mechanism) {
+    for (const DispatchRow& row : results.dispatch) {
+        if (row.active == active && row.count == count && row.cost.count(mechanism) != 0) {
+            return &row.cost.at(mechanism);
+        }
     }
-    return "?";
+    return nullptr;
 }
 
-struct Pairs {
-    std::vector<unique_fd> readers, writers;
+// The largest N at which `mechanism` was measured, with A = `active`.
+int largest_count(const Results& results, int active, Mechanism mechanism) {
+    int largest = 0;
+    for (const DispatchRow& row : results.dispatch) {
+        if (row.active == active && row.cost.count(mechanism) != 0) {
+            largest = std::max(largest, row.count);
+        }
+    }
+    return largest;
+}
+
+// The smallest N measured with A = `active` (16, or 100 when A = 100).
+int smallest_count(const Results& results, int active) {
+    int smallest = 0;
+    for (const DispatchRow& row : results.dispatch) {
+        if (row.active == active && (smallest == 0 || row.count < smallest)) {
+            smallest = row.count;
+        }
+    }
+    return smallest;
+}
+
+std::string machine_facts(const Placement& placement) {
+    std::string cpu = "unknown";
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    for (std::string line; std::getline(cpuinfo, line);) {
+        if (line.rfind("model name", 0) == 0) {
+            cpu = line.substr(line.find(':') + 2);
+            break;
+        }
+    }
+    utsname name{};
+    ::uname(&name);
+    std::string facts = "| CPU | " + cpu + " |\n| CPUs online | " + std::to_string(::sysconf(_SC_NPROCESSORS_ONLN)) +
+                        " |\n| kernel | Linux " + name.release + " " + name.machine + " |\n| glibc | " +
+                        ::gnu_get_libc_version() + " |\n";
+    facts += "| placement | " +
+             (placement.server_cpu < 0
+                  ? std::string("one CPU: server and load generator share it")
+                  : "server on CPU " + std::to_string(placement.server_cpu) + ", load generator on CPU " +
+                        std::to_string(placement.load_cpu)) +
+             " |\n";
+#ifdef NDEBUG
+    facts += "| build | optimised (NDEBUG) |\n";
+#else
+    facts += "| build | **debug (no NDEBUG): figures are slower than a release build's** |\n";
+#endif
+    return facts;
+}
+
+std::string verdict(bool met) { return met ? "**met**" : "**missed**"; }
+
+struct Report {
+    std::string markdown;
+    std::map<std::string, std::string> files;  // name -> content (CSV, .dat, plots.gp)
 };
 
-Pairs make_pairs(int count) {
-    Pairs pairs;
-    for (int i = 0; i < count; ++i) {
-        int pair[2];
-        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) == -1) {
-            fail("socketpair (pair " + std::to_string(i) + ")", errno);
-        }
-        pairs.readers.emplace_back(pair[0]);
-        pairs.writers.emplace_back(pair[1]);
+Report write_report(const Settings& settings, const Placement& placement, const Results& results,
+                    const std::string& command_line) {
+    std::ostringstream md;
+    Report report;
+    const Calibration& cal = results.calibration;
+    md << "# I/O models: benchmark report\n\n";
+    if (settings.quick) {
+        md << "**--quick: small sizes, correctness only. These figures mean nothing.**\n\n";
     }
-    return pairs;
-}
+    md << "Command: `" << command_line << "`. Every figure is the median of " << settings.runs
+       << " run" << (settings.runs == 1 ? "" : "s") << " with the spread (min..max) beside it; every echoed byte "
+       << "was checked.\n\n";
+    md << "| machine | |\n|---|---|\n" << machine_facts(placement) << "\n";
 
-// One run: prime `active` pairs, chain `chained` writes; returns
-// microseconds per event (per byte read). Fails if any byte is lost.
-double dispatch_run(Mechanism mechanism, Pairs& pairs, int active, int chained) {
-    const int count = static_cast<int>(pairs.readers.size());
-    unique_fd epoll_fd;
-    std::vector<pollfd> poll_fds;
-    if (mechanism == Mechanism::epoll_lt || mechanism == Mechanism::epoll_et) {
-        epoll_fd.reset(::epoll_create1(EPOLL_CLOEXEC));
-        for (int i = 0; i < count; ++i) {
-            epoll_event event{};
-            event.events = EPOLLIN | (mechanism == Mechanism::epoll_et ? EPOLLET : 0u);
-            event.data.u32 = static_cast<std::uint32_t>(i);
-            if (::epoll_ctl(epoll_fd.get(), EPOLL_CTL_ADD, pairs.readers[static_cast<std::size_t>(i)].get(), &event) == -1) {
-                fail("epoll_ctl", errno);
+    // 1. Calibration.
+    md << "## 1. Calibration\n\n| what | median (min..max) |\n|---|---|\n";
+    md << "| one trivial system call (getppid), ns | " << show(cal.syscall_ns, 1) << " |\n";
+    md << "| 512-byte round trip through a socketpair in one thread, µs | " << show(cal.in_thread_us, 2) << " |\n";
+    md << "| two-core ceiling, echoes/s (2 ÷ that round trip) | " << format("%.0f", cal.ceiling()) << " |\n";
+    md << "| 512-byte ping-pong between two processes over loopback TCP, µs (the one-connection floor) | "
+       << show(cal.ping_pong_us, 2) << " |\n\n";
+    report.files["calibration.csv"] =
+        "what,median,min,max\nsyscall_ns," + format("%.2f", cal.syscall_ns.median) + "," +
+        format("%.2f", cal.syscall_ns.low) + "," + format("%.2f", cal.syscall_ns.high) + "\nin_thread_round_trip_us," +
+        format("%.3f", cal.in_thread_us.median) + "," + format("%.3f", cal.in_thread_us.low) + "," +
+        format("%.3f", cal.in_thread_us.high) + "\nping_pong_round_trip_us," + format("%.3f", cal.ping_pong_us.median) +
+        "," + format("%.3f", cal.ping_pong_us.low) + "," + format("%.3f", cal.ping_pong_us.high) + "\n";
+
+    // 2. Dispatch.
+    std::string plots;
+    if (!results.dispatch.empty()) {
+        md << "## 2. Dispatch cost (libevent's method)\n\n"
+           << "µs per event: N socketpairs watched, A of them active, 1000 chained writes; each event also costs "
+              "one read() and one write(). select stops where a descriptor reaches FD_SETSIZE (1024).\n\n";
+        std::string csv = "active,n,mechanism,median_us,min_us,max_us\n";
+        for (const int active : {1, 100}) {
+            md << "### A = " << active << "\n\n| N |";
+            for (const Mechanism mechanism : all_mechanisms) {
+                md << " " << name_of(mechanism) << " |";
+            }
+            md << "\n|---:|---:|---:|---:|---:|---:|---:|\n";
+            std::string dat = "N";
+            for (const Mechanism mechanism : all_mechanisms) {
+                dat += std::string(" \"") + name_of(mechanism) + "\"";
+            }
+            dat += "\n";
+            for (const DispatchRow& row : results.dispatch) {
+                if (row.active != active) {
+                    continue;
+                }
+                md << "| " << row.count << " |";
+                dat += std::to_string(row.count);
+                for (const Mechanism mechanism : all_mechanisms) {
+                    const auto it = row.cost.find(mechanism);
+                    if (it == row.cost.end()) {
+                        md << " — |";
+                        dat += " NaN";
+                        continue;
+                    }
+                    md << " " << show(it->second, 2) << " |";
+                    dat += " " + format("%.4f", it->second.median);
+                    csv += std::to_string(active) + "," + std::to_string(row.count) + "," + name_of(mechanism) + "," +
+                           format("%.4f", it->second.median) + "," + format("%.4f", it->second.low) + "," +
+                           format("%.4f", it->second.high) + "\n";
+                }
+                md << "\n";
+                dat += "\n";
+            }
+            const int smallest = smallest_count(results, active);
+            md << "\nCost at the largest N over the cost at N = " << smallest << ":";
+            for (const Mechanism mechanism : all_mechanisms) {
+                const int largest = largest_count(results, active, mechanism);
+                const Figure* small = dispatch_cost(results, active, smallest, mechanism);
+                const Figure* large = dispatch_cost(results, active, largest, mechanism);
+                if (small != nullptr && large != nullptr && largest > smallest) {
+                    md << " " << name_of(mechanism) << " " << format("%.1f", large->median / small->median)
+                       << " (N = " << largest << ");";
+                }
+            }
+            const std::string file = "dispatch_a" + std::to_string(active);
+            if (largest_count(results, active, Mechanism::epoll_lt) <= smallest) {
+                md << "\n\n";
+                continue;  // one N: nothing to plot
+            }
+            md << "\n\n![dispatch cost against N, A = " << active << "](" << file << ".svg)\n\n";
+            report.files[file + ".dat"] = dat;
+            plots += "set output '" + file + ".svg'\nset title 'Dispatch cost, A = " + std::to_string(active) +
+                     " active of N'\nset xlabel 'N (socketpairs watched)'\nset ylabel 'µs per event'\n"
+                     "set logscale xy\nplot for [i=2:7] '" + file +
+                     ".dat' using 1:i with linespoints title columnhead(i)\n";
+        }
+        report.files["dispatch.csv"] = csv;
+    }
+
+    // 3. Echo with idle connections.
+    if (!results.idle.empty()) {
+        md << "## 3. Echo with idle connections\n\n"
+           << "512-byte messages, one in flight per active connection; K idle connections held open (each proven "
+              "served by a one-byte echo first). Round trips are over every echo of every run; CPU is the server's "
+              "(every thread and process), per echo. System calls per echo come from a separate pass under "
+              "`strace -c -f` (C = the larger value), with the most frequent calls.\n\n";
+        md << "| server | K idle | C active | echoes/s | p50 µs | p99 µs | server CPU µs/echo | syscalls/echo | "
+              "most frequent, per echo |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n";
+        std::string csv = "server,idle,active,size,echoes_per_s,min,max,p50_us,p99_us,cpu_us_per_echo,syscalls_per_echo,"
+                          "missing\n";
+        for (const EchoCell& cell : results.idle) {
+            md << "| " << cell.server << " | " << cell.idle << " | " << cell.active << " | ";
+            if (!cell.missing.empty()) {
+                md << "— | | | | | " << cell.missing << " |\n";
+            } else {
+                md << show(cell.rate, 0) << " | " << format("%.1f", cell.p50_us) << " | " << format("%.1f", cell.p99_us)
+                   << " | " << format("%.2f", cell.cpu_us) << " | "
+                   << (cell.syscalls < 0 ? std::string("") : format("%.2f", cell.syscalls)) << " | " << cell.top_calls
+                   << " |\n";
+            }
+            csv += cell.server + "," + std::to_string(cell.idle) + "," + std::to_string(cell.active) + ",512," +
+                   format("%.0f", cell.rate.median) + "," + format("%.0f", cell.rate.low) + "," +
+                   format("%.0f", cell.rate.high) + "," + format("%.1f", cell.p50_us) + "," + format("%.1f", cell.p99_us) +
+                   "," + format("%.3f", cell.cpu_us) + "," + format("%.2f", cell.syscalls) + ",\"" + cell.missing + "\"\n";
+        }
+        report.files["echo_idle.csv"] = csv;
+        // The plot: echoes/s against K, C = the larger value, one line per server.
+        const int active = results.idle.back().active > 1 ? (settings.quick ? 5 : 50) : 1;
+        std::vector<std::string> names;
+        std::set<int> levels;
+        for (const EchoCell& cell : results.idle) {
+            if (std::find(names.begin(), names.end(), cell.server) == names.end() && !cell.server.empty() &&
+                cell.active == active) {
+                names.push_back(cell.server);
+            }
+            if (cell.missing.empty()) {
+                levels.insert(cell.idle);
             }
         }
-    } else if (mechanism == Mechanism::poll) {
-        for (const unique_fd& reader : pairs.readers) {
-            poll_fds.push_back({reader.get(), POLLIN, 0});
+        std::string dat = "K";
+        for (const std::string& name : names) {
+            dat += " \"" + name + "\"";
         }
+        dat += "\n";
+        for (const int level : levels) {
+            dat += std::to_string(level);
+            for (const std::string& name : names) {
+                const EchoCell* cell = find(results.idle, name, level, active);
+                dat += cell != nullptr ? " " + format("%.0f", cell->rate.median) : " NaN";
+            }
+            dat += "\n";
+        }
+        report.files["echo_idle.dat"] = dat;
+        md << "\n![echoes/s against idle connections, C = " << active << "](echo_idle.svg)\n\n";
+        plots += "set output 'echo_idle.svg'\nset title 'Echoes/s with K idle connections, C = " + std::to_string(active) +
+                 " active, 512 B'\nset xlabel 'K (idle connections)'\nset ylabel 'echoes/s'\nunset logscale\n"
+                 "set logscale y\nset key outside right\nplot for [i=2:" + std::to_string(names.size() + 1) +
+                 "] 'echo_idle.dat' using 1:i with linespoints title columnhead(i)\n";
     }
 
-    long long written = 0, read_bytes = 0;
-    const auto write_to = [&](int index) {
-        if (::write(pairs.writers[static_cast<std::size_t>(index % count)].get(), "x", 1) != 1) {
-            fail("write", errno);
+    // 4. Concurrency × size.
+    if (!results.concurrency.empty()) {
+        md << "## 4. Concurrency × message size\n\nNo idle connections; echoes/s (median of " << settings.runs
+           << ") for C active connections.\n\n";
+        std::set<std::size_t> sizes;
+        std::vector<int> actives;
+        std::vector<std::string> names;
+        for (const EchoCell& cell : results.concurrency) {
+            sizes.insert(cell.size);
+            if (std::find(actives.begin(), actives.end(), cell.active) == actives.end()) {
+                actives.push_back(cell.active);
+            }
+            if (std::find(names.begin(), names.end(), cell.server) == names.end()) {
+                names.push_back(cell.server);
+            }
         }
-        ++written;
-    };
-    for (int i = 0; i < active; ++i) {
-        write_to(i * (count / active));
-    }
-    int chained_left = chained;
-    // Reads what pair i has; each byte chains one write to pair i+1.
-    const auto drain = [&](int index) {
-        char buffer[64];
-        for (;;) {
-            const ssize_t n = ::read(pairs.readers[static_cast<std::size_t>(index)].get(), buffer, sizeof buffer);
-            if (n > 0) {
-                read_bytes += n;
-                for (ssize_t b = 0; b < n && chained_left > 0; ++b, --chained_left) {
-                    write_to(index + 1);
+        std::string csv = "server,active,size,echoes_per_s,min,max,p50_us,p99_us,cpu_us_per_echo,missing\n";
+        for (const std::size_t size : sizes) {
+            md << "### " << size << "-byte messages\n\n| server |";
+            for (const int active : actives) {
+                md << " C = " << active << " |";
+            }
+            md << "\n|---|";
+            for (std::size_t i = 0; i < actives.size(); ++i) {
+                md << "---:|";
+            }
+            md << "\n";
+            for (const std::string& name : names) {
+                md << "| " << name << " |";
+                for (const int active : actives) {
+                    const EchoCell* cell = nullptr;
+                    for (const EchoCell& c : results.concurrency) {
+                        if (c.server == name && c.active == active && c.size == size) {
+                            cell = &c;
+                        }
+                    }
+                    if (cell == nullptr) {
+                        md << " |";
+                        continue;
+                    }
+                    md << " " << (cell->missing.empty() ? show(cell->rate, 0) : "— (" + cell->missing + ")") << " |";
+                    csv += name + "," + std::to_string(active) + "," + std::to_string(size) + "," +
+                           format("%.0f", cell->rate.median) + "," + format("%.0f", cell->rate.low) + "," +
+                           format("%.0f", cell->rate.high) + "," + format("%.1f", cell->p50_us) + "," +
+                           format("%.1f", cell->p99_us) + "," + format("%.3f", cell->cpu_us) + ",\"" + cell->missing +
+                           "\"\n";
                 }
+                md << "\n";
+            }
+            md << "\n";
+        }
+        report.files["concurrency.csv"] = csv;
+    }
+
+    // 5. Memory.
+    if (!results.memory.empty()) {
+        md << "## 5. Memory per connection\n\nProportional set size (PSS: a page shared by n processes counts 1/n "
+              "in each) of the server's processes, before any connection and with K idle connections; the kernel's "
+              "socket buffers are not in it.\n\n| server | K | PSS before, MiB | PSS at K, MiB | per connection, KiB "
+              "| processes at K | threads at K |\n|---|---:|---:|---:|---:|---:|---:|\n";
+        std::string csv = "server,idle,pss_before_kib,pss_after_kib,per_connection_kib,processes,threads,missing\n";
+        for (const MemoryRow& row : results.memory) {
+            if (!row.missing.empty() || row.idle == 0) {
+                md << "| " << row.server << " | — | " << format("%.1f", row.before.pss_kib / 1024) << " | | | | "
+                   << (row.missing.empty() ? "not measured" : row.missing) << " |\n";
                 continue;
             }
-            if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                return;
-            }
-            fail("read", n == 0 ? EPIPE : errno);
+            const double per = (row.after.pss_kib - row.before.pss_kib) / row.idle;
+            md << "| " << row.server << " | " << row.idle << " | " << format("%.1f", row.before.pss_kib / 1024) << " | "
+               << format("%.1f", row.after.pss_kib / 1024) << " | " << format("%.1f", per) << " | "
+               << row.after.processes << " | " << row.after.threads << " |\n";
+            csv += row.server + "," + std::to_string(row.idle) + "," + format("%.0f", row.before.pss_kib) + "," +
+                   format("%.0f", row.after.pss_kib) + "," + format("%.2f", per) + "," +
+                   std::to_string(row.after.processes) + "," + std::to_string(row.after.threads) + ",\n";
         }
-    };
+        md << "\n";
+        report.files["memory.csv"] = csv;
+    }
 
-    const long long expected = active + chained;
-    std::vector<epoll_event> events(128);
-    const auto start = Clock::now();
-    while (read_bytes < expected) {
-        if (mechanism == Mechanism::select) {
-            fd_set readable;
-            FD_ZERO(&readable);  // select's sets are rebuilt every call, as a select server must
-            int highest = 0;
-            for (const unique_fd& reader : pairs.readers) {
-                FD_SET(reader.get(), &readable);
-                highest = std::max(highest, reader.get());
-            }
-            if (::select(highest + 1, &readable, nullptr, nullptr, nullptr) == -1) {
-                fail("select", errno);
-            }
-            for (int i = 0; i < count; ++i) {
-                if (FD_ISSET(pairs.readers[static_cast<std::size_t>(i)].get(), &readable)) {
-                    drain(i);
+    // The claims and the targets.
+    md << "## The claims and our targets\n\n| figure | measured | target | |\n|---|---|---|---|\n";
+    if (!results.dispatch.empty()) {
+        for (const int active : {1, 100}) {
+            const int smallest = smallest_count(results, active);
+            for (const Mechanism mechanism : all_mechanisms) {
+                const int largest = largest_count(results, active, mechanism);
+                const Figure* small = dispatch_cost(results, active, smallest, mechanism);
+                const Figure* large = dispatch_cost(results, active, largest, mechanism);
+                if (small == nullptr || large == nullptr || largest <= smallest) {
+                    continue;
                 }
-            }
-        } else if (mechanism == Mechanism::poll) {
-            if (::poll(poll_fds.data(), poll_fds.size(), -1) == -1) {
-                fail("poll", errno);
-            }
-            for (int i = 0; i < count; ++i) {
-                if ((poll_fds[static_cast<std::size_t>(i)].revents & POLLIN) != 0) {
-                    drain(i);
-                }
-            }
-        } else {
-            const int ready = ::epoll_wait(epoll_fd.get(), events.data(), static_cast<int>(events.size()), -1);
-            if (ready == -1) {
-                fail("epoll_wait", errno);
-            }
-            for (int e = 0; e < ready; ++e) {
-                drain(static_cast<int>(events[static_cast<std::size_t>(e)].data.u32));
+                const double ratio = large->median / small->median;
+                const bool grows = mechanism == Mechanism::select || mechanism == Mechanism::poll;
+                const bool targeted = grows || mechanism == Mechanism::epoll_lt || mechanism == Mechanism::epoll_et ||
+                                      mechanism == Mechanism::rtsig;
+                md << "| dispatch cost, " << name_of(mechanism) << ", A = " << active << ": N = " << largest
+                   << " over N = " << smallest << " | " << format("%.1f", ratio) << " | "
+                   << (grows ? "large (the claim)" : targeted ? "≤ 1.5" : "none (shown)") << " | "
+                   << (grows ? (ratio > 3 ? "the claim holds" : "the claim does not show")
+                             : targeted ? verdict(ratio <= 1.5) : "")
+                   << " |\n";
             }
         }
     }
-    const double elapsed = std::chrono::duration<double, std::micro>(Clock::now() - start).count();
-    if (read_bytes != expected || written != expected) {
-        fail("dispatch run lost or invented bytes: wrote " + std::to_string(written) + ", read " +
-             std::to_string(read_bytes) + ", expected " + std::to_string(expected));
+    const int idle_big = settings.quick ? 20 : 8000;
+    const int busy = settings.quick ? 5 : 50;
+    for (const char* name : {"05-epoll-lt/server", "06-epoll-et/server", "04-poll/server"}) {
+        const EchoCell* none = find(results.idle, name, 0, busy);
+        const EchoCell* many = find(results.idle, name, idle_big, busy);
+        if (none != nullptr && many != nullptr) {
+            const double ratio = many->rate.median / none->rate.median;
+            const bool poll = std::string_view(name) == "04-poll/server";
+            md << "| " << name << ": echoes/s with " << idle_big << " idle over 0 idle, C = " << busy << " | "
+               << format("%.2f", ratio) << " | " << (poll ? "none (beside epoll's)" : "≥ 0.85") << " | "
+               << (poll ? "" : verdict(ratio >= 0.85)) << " |\n";
+        }
     }
-    return elapsed / static_cast<double>(read_bytes);
+    if (const EchoCell* et = find(results.idle, "06-epoll-et/server", 0, busy)) {
+        const double share = et->rate.median / cal.ceiling();
+        md << "| 06-epoll-et/server, C = " << busy << ", 512 B: echoes/s over the two-core ceiling ("
+           << format("%.0f", cal.ceiling()) << ") | " << format("%.2f", share) << " | ≥ 0.55 | " << verdict(share >= 0.55)
+           << " |\n";
+        if (et->syscalls >= 0) {
+            md << "| 06-epoll-et/server, C = " << busy << ": system calls per echo | " << format("%.2f", et->syscalls)
+               << " (" << et->top_calls << ") | ≤ 2.2 | " << verdict(et->syscalls <= 2.2) << " |\n";
+        }
+    }
+    for (const char* name : {"05-epoll-lt/server", "06-epoll-et/server", "04-poll/server", "03-select/server",
+                             "01-blocking/server", "01-blocking/server_thread", "01-blocking/server_iterative"}) {
+        if (const EchoCell* one = find(results.idle, name, 0, 1)) {
+            const double ratio = one->p50_us / cal.ping_pong_us.median;
+            md << "| " << name << ": one connection's round trip (p50 " << format("%.1f", one->p50_us)
+               << " µs) over the ping-pong floor (" << format("%.1f", cal.ping_pong_us.median) << " µs) | "
+               << format("%.2f", ratio) << " | ≤ 1.25 | " << verdict(ratio <= 1.25) << " |\n";
+        }
+    }
+    // The fastest servers: those that multiplex in one thread without waiting
+    // between rounds (select, poll, epoll), at K = 0 and C = 50.
+    double fastest = 0;
+    std::string fastest_name;
+    for (const EchoCell& cell : results.idle) {
+        if (cell.idle == 0 && cell.active == busy && cell.missing.empty() &&
+            std::find(results.external_names.begin(), results.external_names.end(), cell.server) ==
+                results.external_names.end() &&
+            cell.rate.median > fastest) {
+            fastest = cell.rate.median;
+            fastest_name = cell.server;
+        }
+    }
+    if (fastest > 0) {
+        for (const char* name : {"03-select/server", "04-poll/server", "05-epoll-lt/server", "06-epoll-et/server"}) {
+            if (const EchoCell* cell = find(results.idle, name, 0, busy)) {
+                const double ratio = cell->rate.median / fastest;
+                md << "| " << name << ": echoes/s over the fastest of ours (" << fastest_name << "), K = 0, C = " << busy
+                   << " | " << format("%.2f", ratio) << " | ≥ 0.90 | " << verdict(ratio >= 0.9) << " |\n";
+            }
+        }
+        for (const std::string& name : results.external_names) {
+            if (const EchoCell* cell = find(results.idle, name, 0, busy)) {
+                const double ratio = fastest / cell->rate.median;
+                md << "| fastest of ours over external `" << name << "`, K = 0, C = " << busy << " | "
+                   << format("%.2f", ratio) << " | > 1 | " << verdict(ratio > 1) << " |\n";
+            }
+        }
+    }
+    md << "\n";
+
+    // Plots.
+    if (!plots.empty()) {
+        report.files["plots.gp"] = "# gnuplot plots.gp (in this directory) draws the report's plots.\n"
+                                   "set terminal svg size 800,500 dynamic font 'sans,12'\nset grid\nset key left top\n" +
+                                   plots;
+    }
+    md << "Files beside this report: CSV files of every table, and `plots.gp`, which gnuplot (Debian: `apt-get install "
+          "gnuplot-nox`) turns into the SVG plots above: `gnuplot plots.gp` in this directory.\n";
+    report.markdown = md.str();
+    return report;
+}
+
+bool gnuplot_available() {
+    for (const char* directory : {"/usr/bin/", "/bin/", "/usr/local/bin/"}) {
+        if (::access((std::string(directory) + "gnuplot").c_str(), X_OK) == 0) {
+            return true;
+        }
+    }
+    return false;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    bool quick = false;
-    int runs = 5;
+    Settings settings;
+    std::string error;
     const CommandLine command{
-        "[--quick] [--runs N]",
-        "Measures the I/O models side by side (so far: calibration and the dispatch cost of select, poll, epoll).",
-        {{"--quick", "", "small sizes and one run each: checks that every byte arrives (for CI)",
-          [&quick](std::string_view) { return quick = true; }},
-         {"--runs", "N", "runs per figure, reported as median (min..max); default 5",
-          [&runs](std::string_view value) {
-              runs = std::atoi(std::string(value).c_str());
-              return runs >= 1 && runs <= 101;
-          }}},
+        "[--quick] [--runs N] [--window SECONDS] [--workloads LIST] [--servers LIST] [--external NAME=COMMAND]... "
+        "[--output DIR] [--build-dir DIR]",
+        "Measures the I/O models side by side: calibration, dispatch cost, echo servers under load, memory.",
+        {{"--quick", "", "small sizes, one run each: checks that every byte arrives (for CI); figures mean nothing",
+          [&](std::string_view) { return settings.quick = true; }},
+         {"--runs", "N", "runs per figure, reported as median (min..max); default 3",
+          [&](std::string_view value) {
+              const auto [end, failed] = std::from_chars(value.data(), value.data() + value.size(), settings.runs);
+              return failed == std::errc{} && end == value.data() + value.size() && settings.runs >= 1 &&
+                     settings.runs <= 101;
+          }},
+         {"--window", "SECONDS", "length of one echo run (after a warm-up of a third of it); default 0.3",
+          [&](std::string_view value) {
+              settings.window = std::atof(std::string(value).c_str());
+              return settings.window >= 0.01 && settings.window <= 60;
+          }},
+         {"--workloads", "LIST", "comma-separated: dispatch,idle,concurrency,syscalls (default all; calibration always)",
+          [&](std::string_view value) {
+              settings.workloads = split(value);
+              return std::all_of(settings.workloads.begin(), settings.workloads.end(), [](const std::string& w) {
+                  return w == "dispatch" || w == "idle" || w == "concurrency" || w == "syscalls";
+              });
+          }},
+         {"--servers", "LIST", "comma-separated servers of ours, e.g. 05-epoll-lt/server; 'none' for external only",
+          [&](std::string_view value) {
+              settings.servers = split(value);
+              return true;
+          }},
+         {"--external", "NAME=COMMAND", "also measure an echo server of your own: COMMAND has {port} in it",
+          [&](std::string_view value) {
+              const std::size_t equals = value.find('=');
+              if (equals == 0 || equals == std::string_view::npos ||
+                  value.find("{port}") == std::string_view::npos) {
+                  return false;
+              }
+              settings.external.emplace_back(value.substr(0, equals), value.substr(equals + 1));
+              return true;
+          }},
+         {"--output", "DIR", "write report.md, CSV files and the plots there",
+          [&](std::string_view value) { return !(settings.output = value).empty(); }},
+         {"--build-dir", "DIR", "where the chapters' programs are (default: this build)",
+          [&](std::string_view value) { return !(settings.build_dir = value).empty(); }}},
         {},
         "argument",
         "",
     };
     parse_command_line_or_exit(command, argc, argv);
-    if (quick) {
-        runs = 1;
+    std::string command_line = "bench";
+    for (int i = 1; i < argc; ++i) {
+        command_line += std::string(" ") + argv[i];
     }
+    if (settings.quick) {
+        settings.runs = 1;
+        settings.window = 0.05;
+    }
+    ::signal(SIGPIPE, SIG_IGN);
 
-    // Up to 9000 pairs: 18000 descriptors.
+    // Up to 9000 socketpairs (18000 descriptors), or 8000 idle connections
+    // and 1000 active ones; the servers inherit the limit.
     rlimit limit{};
     ::getrlimit(RLIMIT_NOFILE, &limit);
-    const rlim_t wanted = quick ? 1024 : 18200;
+    const rlim_t wanted = settings.quick ? 1024 : 18200;
     if (limit.rlim_cur < wanted) {
         limit.rlim_cur = std::min(wanted, limit.rlim_max);
         ::setrlimit(RLIMIT_NOFILE, &limit);
     }
-    const int most_pairs = static_cast<int>((limit.rlim_cur - 100) / 2);
+    const Placement placement = choose_placement();
+    pin_this_thread(placement.load_cpu);
 
-    std::printf("# I/O models: benchmark%s\n\n", quick ? " (--quick: correctness only, figures without meaning)" : "");
-#ifndef NDEBUG
-    std::printf("Built without NDEBUG (a debug build): for figures that mean something, build the release preset.\n\n");
-#endif
-    std::printf("## Calibration\n\n| what | median (min..max) |\n|---|---|\n");
-    {
-        std::vector<double> syscall_ns, round_trip_us;
-        for (int run = 0; run < runs; ++run) {
-            syscall_ns.push_back(trivial_syscall_ns(quick ? 10000 : 1000000));
-            round_trip_us.push_back(in_thread_round_trip_us(quick ? 1000 : 100000));
+    Results results;
+    results.calibration = calibrate(settings, placement);
+    if (settings.workloads.count("dispatch") != 0) {
+        results.dispatch = measure_dispatch(settings);
+    }
+    const bool syscalls = settings.workloads.count("syscalls") != 0 && strace_available();
+    if (settings.workloads.count("syscalls") != 0 && !syscalls) {
+        progress("strace not found: system calls per echo are not counted (Debian: apt-get install strace)");
+    }
+    for (const auto& [name, command_text] : settings.external) {
+        results.external_names.push_back(name);
+    }
+    const std::vector<ServerSpec> servers = our_servers(settings);
+    for (const ServerSpec& spec : servers) {
+        if (settings.workloads.count("idle") != 0) {
+            measure_idle(settings, spec, placement, results, syscalls);
         }
-        const Figure round_trip = summarise(round_trip_us);
-        std::printf("| one trivial system call (getppid), ns | %s |\n", show(summarise(syscall_ns)).c_str());
-        std::printf("| 512-byte round trip through a socketpair in one thread, µs | %s |\n", show(round_trip).c_str());
-        std::printf("| two-core ceiling, echoes/s (2 / the round trip) | %.0f |\n\n", 2e6 / round_trip.median);
+    }
+    for (const ServerSpec& spec : servers) {
+        if (settings.workloads.count("concurrency") != 0) {
+            measure_concurrency(settings, spec, placement, results);
+        }
     }
 
-    std::printf("## Dispatch cost (libevent's method)\n\n");
-    std::printf("µs per event, median (min..max) of %d run%s; N socketpairs watched, A active, 1000 chained writes.\n\n",
-                runs, runs == 1 ? "" : "s");
-    const std::vector<int> sizes = quick ? std::vector<int>{16, 100} : std::vector<int>{16, 100, 500, 1000, 4000, 9000};
-    const int chained = 1000;
-    for (const int active : {1, 100}) {
-        std::printf("### A = %d\n\n| N |", active);
-        const Mechanism mechanisms[] = {Mechanism::select, Mechanism::poll, Mechanism::epoll_lt, Mechanism::epoll_et};
-        for (const Mechanism mechanism : mechanisms) {
-            std::printf(" %s |", name_of(mechanism));
+    const Report report = write_report(settings, placement, results, command_line);
+    std::fputs(report.markdown.c_str(), stdout);
+    if (!settings.output.empty()) {
+        std::filesystem::create_directories(settings.output);
+        std::ofstream(settings.output + "/report.md") << report.markdown;
+        for (const auto& [name, content] : report.files) {
+            std::ofstream(settings.output + "/" + name) << content;
         }
-        std::printf("\n|---|---|---|---|---|\n");
-        std::vector<std::vector<double>> medians(4);
-        std::vector<int> measured_sizes;
-        for (const int count : sizes) {
-            if (count > most_pairs || active > count) {
-                continue;
-            }
-            Pairs pairs = make_pairs(count);
-            measured_sizes.push_back(count);
-            std::printf("| %d |", count);
-            for (std::size_t m = 0; m < 4; ++m) {
-                // select: descriptors must stay below FD_SETSIZE (1024).
-                if (mechanisms[m] == Mechanism::select && pairs.readers.back().get() >= FD_SETSIZE) {
-                    std::printf(" — |");
-                    continue;
+        if (report.files.count("plots.gp") != 0) {
+            if (gnuplot_available()) {
+                const std::string run = "cd '" + settings.output + "' && gnuplot plots.gp";
+                if (std::system(run.c_str()) != 0) {
+                    progress("gnuplot failed: the plots were not drawn (%s)", run.c_str());
                 }
-                std::vector<double> samples;
-                for (int run = 0; run < runs; ++run) {
-                    samples.push_back(dispatch_run(mechanisms[m], pairs, active, chained));
-                }
-                const Figure figure = summarise(samples);
-                medians[m].push_back(figure.median);
-                std::printf(" %s |", show(figure).c_str());
-            }
-            std::printf("\n");
-        }
-        // Each mechanism's largest N over its smallest (select stops at FD_SETSIZE).
-        std::printf("\nCost at the largest N over the cost at N = %d:", measured_sizes.empty() ? 0 : measured_sizes.front());
-        for (std::size_t m = 0; m < 4; ++m) {
-            if (medians[m].size() >= 2) {
-                std::printf(" %s %.1f (N = %d);", name_of(mechanisms[m]), medians[m].back() / medians[m].front(),
-                            measured_sizes[medians[m].size() - 1]);
+            } else {
+                progress("gnuplot not found: the plots were not drawn (Debian: apt-get install gnuplot-nox, then "
+                         "gnuplot plots.gp in %s)", settings.output.c_str());
             }
         }
-        std::printf("\n\n");
+        progress("report written to %s/report.md", settings.output.c_str());
     }
-    std::printf("Every byte written was read back in every run.\n");
+    std::printf("\nEvery byte written was read back in every run.\n");
     return 0;
 }

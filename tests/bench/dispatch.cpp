@@ -1,0 +1,413 @@
+// tests/bench/dispatch.cpp: the calibration, and what one readiness
+// mechanism costs per event with N descriptors watched (libevent's
+// test/bench.c method: N socketpairs, A of them primed with one byte, every
+// byte read from pair i writes one byte to pair i+1 until 1000 writes are
+// chained). The time per event is the mechanism's cost plus one read() and
+// one write().
+#include "dispatch.hpp"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+#include <functional>
+
+#include "09-aio-kernel/aio_abi.hpp"
+#include "common/net.hpp"
+#include "common/unique_fd.hpp"
+#include "support.hpp"
+
+namespace bench {
+
+using iomodels::unique_fd;
+
+double trivial_syscall_ns(int calls) {
+    const auto start = Clock::now();
+    for (int i = 0; i < calls; ++i) {
+        ::getppid();
+    }
+    return seconds_since(start) * 1e9 / calls;
+}
+
+namespace {
+
+// Reads exactly `size` bytes (blocking); false at EOF or error.
+bool read_fully(int fd, char* buffer, std::size_t size) {
+    for (std::size_t done = 0; done < size;) {
+        const ssize_t n = ::read(fd, buffer + done, size - done);
+        if (n <= 0) {
+            if (n == -1 && errno == EINTR) {
+                continue;
+            }
+            return false;
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+bool write_fully(int fd, const char* data, std::size_t size) {
+    for (std::size_t done = 0; done < size;) {
+        const ssize_t n = ::send(fd, data + done, size - done, MSG_NOSIGNAL);
+        if (n == -1) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return false;
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+}  // namespace
+
+double in_thread_round_trip_us(int round_trips) {
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == -1) {
+        fail("socketpair", errno);
+    }
+    const unique_fd a(pair[0]), b(pair[1]);
+    char message[512], buffer[512];
+    std::memset(message, 'm', sizeof message);
+    const auto start = Clock::now();
+    for (int i = 0; i < round_trips; ++i) {
+        message[i % 512] = static_cast<char>(i);
+        if (!write_fully(a.get(), message, sizeof message) || !read_fully(b.get(), buffer, sizeof buffer) ||
+            !write_fully(b.get(), buffer, sizeof buffer) || !read_fully(a.get(), buffer, sizeof buffer) ||
+            std::memcmp(buffer, message, sizeof message) != 0) {
+            fail("in-thread round trip: a message was lost or changed");
+        }
+    }
+    return seconds_since(start) * 1e6 / round_trips;
+}
+
+double ping_pong_round_trip_us(int round_trips, int server_cpu) {
+    unique_fd listener = iomodels::listen_tcp("127.0.0.1", 0, SOCK_CLOEXEC);
+    if (!listener) {
+        fail("ping-pong: listen on 127.0.0.1", errno);
+    }
+    const auto address = iomodels::local_address(listener.get());
+    const pid_t child = ::fork();
+    if (child == -1) {
+        fail("ping-pong: fork", errno);
+    }
+    if (child == 0) {
+        if (server_cpu >= 0) {
+            cpu_set_t cpus;
+            CPU_ZERO(&cpus);
+            CPU_SET(server_cpu, &cpus);
+            ::sched_setaffinity(0, sizeof cpus, &cpus);
+        }
+        const unique_fd peer(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        char buffer[512];
+        while (peer && read_fully(peer.get(), buffer, sizeof buffer) && write_fully(peer.get(), buffer, sizeof buffer)) {
+        }
+        ::_exit(0);
+    }
+    listener.reset();
+    unique_fd client = iomodels::connect_tcp("127.0.0.1", ntohs(address->sin_port));
+    if (!client) {
+        fail("ping-pong: connect", errno);
+    }
+    char message[512], buffer[512];
+    std::memset(message, 'p', sizeof message);
+    const auto one = [&](int i) {
+        message[i % 512] = static_cast<char>(i);
+        if (!write_fully(client.get(), message, sizeof message) || !read_fully(client.get(), buffer, sizeof buffer) ||
+            std::memcmp(buffer, message, sizeof message) != 0) {
+            fail("ping-pong: a message was lost or changed");
+        }
+    };
+    for (int i = 0; i < 100; ++i) {  // the first round trips set up the connection's state
+        one(i);
+    }
+    const auto start = Clock::now();
+    for (int i = 0; i < round_trips; ++i) {
+        one(i);
+    }
+    const double us = seconds_since(start) * 1e6 / round_trips;
+    client.reset();
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    return us;
+}
+
+const char* name_of(Mechanism mechanism) {
+    switch (mechanism) {
+        case Mechanism::select: return "select";
+        case Mechanism::poll: return "poll";
+        case Mechanism::epoll_lt: return "epoll LT";
+        case Mechanism::epoll_et: return "epoll ET";
+        case Mechanism::rtsig: return "RT signals";
+        case Mechanism::aio_poll: return "AIO poll";
+    }
+    return "?";
+}
+
+Pairs::Pairs(int count) {
+    readers_.reserve(static_cast<std::size_t>(count));
+    writers_.reserve(static_cast<std::size_t>(count));
+    for (int i = 0; i < count; ++i) {
+        int pair[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) == -1) {
+            fail("socketpair (pair " + std::to_string(i) + " of " + std::to_string(count) + ")", errno);
+        }
+        readers_.push_back(pair[0]);
+        writers_.push_back(pair[1]);
+    }
+}
+
+Pairs::~Pairs() {
+    for (std::size_t i = 0; i < readers_.size(); ++i) {
+        ::close(readers_[i]);
+        ::close(writers_[i]);
+    }
+}
+
+int Pairs::highest_descriptor() const {
+    int highest = -1;
+    for (std::size_t i = 0; i < readers_.size(); ++i) {
+        highest = std::max({highest, readers_[i], writers_[i]});
+    }
+    return highest;
+}
+
+namespace {
+
+// The signal each reader raises when it becomes readable (F_SETSIG).
+int dispatch_signal() { return SIGRTMIN + 2; }
+
+// Sets or clears O_ASYNC with F_SETOWN/F_SETSIG on every reader.
+void arm_signals(const std::vector<int>& readers, bool on) {
+    for (const int fd : readers) {
+        const int flags = ::fcntl(fd, F_GETFL);
+        if (on && (::fcntl(fd, F_SETOWN, ::getpid()) == -1 || ::fcntl(fd, F_SETSIG, dispatch_signal()) == -1)) {
+            fail("fcntl F_SETOWN/F_SETSIG", errno);
+        }
+        if (flags == -1 || ::fcntl(fd, F_SETFL, on ? flags | O_ASYNC : flags & ~O_ASYNC) == -1) {
+            fail("fcntl F_SETFL O_ASYNC", errno);
+        }
+    }
+}
+
+sigset_t dispatch_signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, dispatch_signal());
+    sigaddset(&set, SIGIO);  // what the kernel sends instead when the queue is full
+    return set;
+}
+
+}  // namespace
+
+double Pairs::run(Mechanism mechanism, int active, int chained) {
+    const int count = this->count();
+    long long written = 0, read_bytes = 0;
+    const auto write_to = [&](int index) {
+        if (::write(writers_[static_cast<std::size_t>(index % count)], "x", 1) != 1) {
+            fail("write to a socketpair", errno);
+        }
+        ++written;
+    };
+    int chained_left = chained;
+    // Reads what pair i has; each byte read chains one write to pair i+1.
+    const auto drain = [&](int index) {
+        char buffer[64];
+        for (;;) {
+            const ssize_t n = ::read(readers_[static_cast<std::size_t>(index)], buffer, sizeof buffer);
+            if (n > 0) {
+                read_bytes += n;
+                for (ssize_t b = 0; b < n && chained_left > 0; ++b, --chained_left) {
+                    write_to(index + 1);
+                }
+                continue;
+            }
+            if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                return;
+            }
+            fail("read from a socketpair", n == 0 ? EPIPE : errno);
+        }
+    };
+
+    // Set up the mechanism (not timed): register every reader once.
+    unique_fd epoll_fd;
+    std::vector<pollfd> poll_fds;
+    aio_context_t context = 0;
+    std::vector<iocb> requests;
+    std::vector<iocb*> to_submit;
+    std::vector<int> index_of;  // rtsig: descriptor -> pair
+    const sigset_t signals = dispatch_signals();
+    sigset_t saved_mask;
+    const auto submit = [&] {
+        for (std::size_t done = 0; done < to_submit.size();) {
+            const int n = io_submit(context, static_cast<long>(to_submit.size() - done), to_submit.data() + done);
+            if (n <= 0) {
+                fail("io_submit (IOCB_CMD_POLL)", n == 0 ? EAGAIN : errno);
+            }
+            done += static_cast<std::size_t>(n);
+        }
+        to_submit.clear();
+    };
+    switch (mechanism) {
+        case Mechanism::epoll_lt:
+        case Mechanism::epoll_et:
+            epoll_fd.reset(::epoll_create1(EPOLL_CLOEXEC));
+            for (int i = 0; i < count; ++i) {
+                epoll_event event{};
+                event.events = EPOLLIN | (mechanism == Mechanism::epoll_et ? EPOLLET : 0U);
+                event.data.u32 = static_cast<std::uint32_t>(i);
+                if (::epoll_ctl(epoll_fd.get(), EPOLL_CTL_ADD, readers_[static_cast<std::size_t>(i)], &event) == -1) {
+                    fail("epoll_ctl ADD", errno);
+                }
+            }
+            break;
+        case Mechanism::poll:
+            for (const int fd : readers_) {
+                poll_fds.push_back({fd, POLLIN, 0});
+            }
+            break;
+        case Mechanism::rtsig:
+            index_of.assign(static_cast<std::size_t>(highest_descriptor()) + 1, -1);
+            for (int i = 0; i < count; ++i) {
+                index_of[static_cast<std::size_t>(readers_[static_cast<std::size_t>(i)])] = i;
+            }
+            ::pthread_sigmask(SIG_BLOCK, &signals, &saved_mask);
+            arm_signals(readers_, true);
+            break;
+        case Mechanism::aio_poll:
+            if (io_setup(static_cast<unsigned>(count), &context) == -1) {
+                fail("io_setup " + std::to_string(count), errno);
+            }
+            requests.resize(static_cast<std::size_t>(count));
+            for (int i = 0; i < count; ++i) {
+                iocb& request = requests[static_cast<std::size_t>(i)];
+                request = iocb{};
+                request.aio_lio_opcode = IOCB_CMD_POLL;
+                request.aio_fildes = static_cast<std::uint32_t>(readers_[static_cast<std::size_t>(i)]);
+                request.aio_buf = POLLIN;
+                request.aio_data = static_cast<std::uint64_t>(i);
+                to_submit.push_back(&request);
+            }
+            submit();
+            break;
+        case Mechanism::select: break;
+    }
+
+    const long long expected = active + chained;
+    std::vector<epoll_event> events(256);
+    std::vector<io_event> completions(256);
+    for (int i = 0; i < active; ++i) {
+        write_to(i * (count / active));
+    }
+    const auto start = Clock::now();
+    while (read_bytes < expected) {
+        switch (mechanism) {
+            case Mechanism::select: {
+                fd_set readable;
+                FD_ZERO(&readable);  // rebuilt every call, as a select server must
+                int highest = 0;
+                for (const int fd : readers_) {
+                    FD_SET(fd, &readable);
+                    highest = std::max(highest, fd);
+                }
+                if (::select(highest + 1, &readable, nullptr, nullptr, nullptr) == -1) {
+                    fail("select", errno);
+                }
+                for (int i = 0; i < count; ++i) {
+                    if (FD_ISSET(readers_[static_cast<std::size_t>(i)], &readable)) {
+                        drain(i);
+                    }
+                }
+                break;
+            }
+            case Mechanism::poll:
+                if (::poll(poll_fds.data(), poll_fds.size(), -1) == -1) {
+                    fail("poll", errno);
+                }
+                for (int i = 0; i < count; ++i) {
+                    if ((poll_fds[static_cast<std::size_t>(i)].revents & POLLIN) != 0) {
+                        drain(i);
+                    }
+                }
+                break;
+            case Mechanism::epoll_lt:
+            case Mechanism::epoll_et: {
+                const int ready = ::epoll_wait(epoll_fd.get(), events.data(), static_cast<int>(events.size()), -1);
+                if (ready == -1) {
+                    fail("epoll_wait", errno);
+                }
+                for (int e = 0; e < ready; ++e) {
+                    drain(static_cast<int>(events[static_cast<std::size_t>(e)].data.u32));
+                }
+                break;
+            }
+            case Mechanism::rtsig: {
+                // One signal per readiness change: si_fd names the socket.
+                // Queued signals cannot be fetched in a batch.
+                siginfo_t info;
+                if (::sigwaitinfo(&signals, &info) == -1) {
+                    fail("sigwaitinfo", errno);
+                }
+                if (info.si_signo == SIGIO) {
+                    fail("the real-time signal queue overflowed (SIGIO): raise RLIMIT_SIGPENDING");
+                }
+                if (info.si_fd >= 0 && static_cast<std::size_t>(info.si_fd) < index_of.size() &&
+                    index_of[static_cast<std::size_t>(info.si_fd)] >= 0) {
+                    drain(index_of[static_cast<std::size_t>(info.si_fd)]);
+                }
+                break;
+            }
+            case Mechanism::aio_poll: {
+                // Each IOCB_CMD_POLL completes once; the ones that did are
+                // submitted again, in one io_submit.
+                const int n = io_getevents(context, 1, static_cast<long>(completions.size()), completions.data(),
+                                           nullptr);
+                if (n == -1) {
+                    fail("io_getevents", errno);
+                }
+                for (int e = 0; e < n; ++e) {
+                    const io_event& completion = completions[static_cast<std::size_t>(e)];
+                    if (completion.res < 0) {
+                        fail("IOCB_CMD_POLL", static_cast<int>(-completion.res));
+                    }
+                    const auto index = static_cast<std::size_t>(completion.data);
+                    drain(static_cast<int>(index));
+                    to_submit.push_back(&requests[index]);
+                }
+                submit();
+                break;
+            }
+        }
+    }
+    const double elapsed = seconds_since(start) * 1e6;
+
+    // Tear down (not timed).
+    if (mechanism == Mechanism::rtsig) {
+        arm_signals(readers_, false);
+        const timespec zero{};
+        while (::sigtimedwait(&signals, nullptr, &zero) > 0) {  // signals for bytes already read
+        }
+        ::pthread_sigmask(SIG_SETMASK, &saved_mask, nullptr);
+    } else if (mechanism == Mechanism::aio_poll) {
+        io_destroy(context);  // cancels the polls still waiting
+    }
+    if (read_bytes != expected || written != expected) {
+        fail(std::string(name_of(mechanism)) + " dispatch run lost or invented bytes: wrote " +
+             std::to_string(written) + ", read " + std::to_string(read_bytes) + ", expected " +
+             std::to_string(expected));
+    }
+    return elapsed / static_cast<double>(read_bytes);
+}
+
+}  // namespace bench

@@ -1,0 +1,49 @@
+// tests/bench/dispatch.hpp: the calibration and the dispatch cost of each
+// readiness mechanism (libevent's test/bench.c method).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace bench {
+
+// Nanoseconds per getppid(): a system call that does nothing.
+double trivial_syscall_ns(int calls);
+
+// Microseconds per 512-byte round trip through a socketpair in one thread:
+// write on one end, read on the other, write back, read back. No process
+// ever sleeps: the ceiling of an echo on one core.
+double in_thread_round_trip_us(int round_trips);
+
+// Microseconds per 512-byte round trip between two processes over loopback
+// TCP, both blocking in read(): the floor of one connection's round trip.
+// The child echoing runs on `server_cpu`, the caller stays where it is
+// (-1: no pinning).
+double ping_pong_round_trip_us(int round_trips, int server_cpu);
+
+enum class Mechanism { select, poll, epoll_lt, epoll_et, rtsig, aio_poll };
+inline constexpr Mechanism all_mechanisms[] = {Mechanism::select,   Mechanism::poll,  Mechanism::epoll_lt,
+                                               Mechanism::epoll_et, Mechanism::rtsig, Mechanism::aio_poll};
+const char* name_of(Mechanism mechanism);
+
+// N socketpairs that every mechanism watches in turn.
+class Pairs {
+public:
+    explicit Pairs(int count);
+    Pairs(const Pairs&) = delete;
+    Pairs& operator=(const Pairs&) = delete;
+    ~Pairs();
+    [[nodiscard]] int count() const { return static_cast<int>(readers_.size()); }
+    [[nodiscard]] int highest_descriptor() const;
+
+    // One run: `active` pairs primed with one byte; every byte read from
+    // pair i writes one to pair i+1 until `chained` writes are done.
+    // Returns microseconds per event (per byte read); fails the benchmark if
+    // a byte is lost or invented.
+    double run(Mechanism mechanism, int active, int chained);
+
+private:
+    std::vector<int> readers_, writers_;
+};
+
+}  // namespace bench

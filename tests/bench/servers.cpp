@@ -1,0 +1,435 @@
+// tests/bench/servers.cpp: starting, watching and stopping the servers under test.
+#include "servers.hpp"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "common/errors.hpp"
+#include "common/net.hpp"
+#include "common/unique_fd.hpp"
+#include "support.hpp"
+
+namespace bench {
+
+using iomodels::unique_fd;
+
+Placement choose_placement() {
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    if (::sched_getaffinity(0, sizeof cpus, &cpus) == -1 || CPU_COUNT(&cpus) < 2) {
+        return {};
+    }
+    Placement placement;
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+        if (CPU_ISSET(cpu, &cpus)) {
+            (placement.server_cpu < 0 ? placement.server_cpu : placement.load_cpu) = cpu;
+            if (placement.load_cpu >= 0) {
+                break;
+            }
+        }
+    }
+    return placement;
+}
+
+void pin_this_thread(int cpu) {
+    if (cpu < 0) {
+        return;
+    }
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    CPU_SET(cpu, &cpus);
+    if (::sched_setaffinity(0, sizeof cpus, &cpus) == -1) {
+        fail("sched_setaffinity CPU " + std::to_string(cpu), errno);
+    }
+}
+
+bool strace_available() {
+    for (const char* directory : {"/usr/bin/", "/bin/", "/usr/local/bin/"}) {
+        if (::access((std::string(directory) + "strace").c_str(), X_OK) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+namespace {
+
+// Waits for `fd` to become readable; false at the deadline.
+bool wait_readable(int fd, Clock::time_point deadline) {
+    for (;;) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+        if (left <= 0) {
+            return false;
+        }
+        pollfd entry{fd, POLLIN, 0};
+        const int n = ::poll(&entry, 1, static_cast<int>(left));
+        if (n > 0) {
+            return true;
+        }
+        if (n == -1 && errno != EINTR) {
+            return false;
+        }
+    }
+}
+
+// A port nobody listens on now (for an external server's {port}).
+std::uint16_t free_port() {
+    const unique_fd probe = iomodels::listen_tcp("127.0.0.1", 0, SOCK_CLOEXEC);
+    const auto address = probe ? iomodels::local_address(probe.get()) : std::nullopt;
+    if (!address) {
+        fail("listen on 127.0.0.1 to find a free port", errno);
+    }
+    return ntohs(address->sin_port);
+}
+
+std::string read_all(int fd) {
+    std::string text;
+    char buffer[4096];
+    ssize_t n;
+    off_t offset = 0;
+    while ((n = ::pread(fd, buffer, sizeof buffer, offset)) > 0) {
+        text.append(buffer, static_cast<std::size_t>(n));
+        offset += n;
+    }
+    return text;
+}
+
+std::string read_file(const std::string& path) {
+    std::ifstream file(path);
+    std::stringstream text;
+    text << file.rdbuf();
+    return text.str();
+}
+
+std::optional<pid_t> number(const char* name) {
+    char* end = nullptr;
+    const long value = std::strtol(name, &end, 10);
+    if (end == name || *end != '\0' || value <= 0) {
+        return std::nullopt;
+    }
+    return static_cast<pid_t>(value);
+}
+
+int open_pidfd(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+// Waits up to `timeout` for the child `pid` to end; its status, or nullopt.
+std::optional<int> wait_child(pid_t pid, std::chrono::milliseconds timeout) {
+    const unique_fd pidfd(open_pidfd(pid));
+    if (pidfd) {
+        wait_readable(pidfd.get(), Clock::now() + timeout);
+    }
+    int status = 0;
+    if (::waitpid(pid, &status, pidfd ? WNOHANG : 0) == pid) {
+        return status;
+    }
+    return std::nullopt;
+}
+
+std::string describe_status(int status) {
+    if (WIFEXITED(status)) {
+        return "exit " + std::to_string(WEXITSTATUS(status));
+    }
+    if (WIFSIGNALED(status)) {
+        const char* name = ::sigabbrev_np(WTERMSIG(status));
+        return std::string("killed by SIG") + (name != nullptr ? name : "?");
+    }
+    return "status " + std::to_string(status);
+}
+
+}  // namespace
+
+std::optional<RunningServer> RunningServer::start(const ServerSpec& spec, int cpu, std::string& error) {
+    std::vector<std::string> argv = spec.argv;
+    std::uint16_t port = 0;
+    if (spec.external()) {
+        port = free_port();
+        std::string command = spec.command;
+        for (std::size_t at; (at = command.find("{port}")) != std::string::npos;) {
+            command.replace(at, 6, std::to_string(port));
+        }
+        argv = {"/bin/sh", "-c", "exec " + command};
+    }
+    int out[2];
+    if (::pipe2(out, O_CLOEXEC) == -1) {
+        fail("pipe2", errno);
+    }
+    unique_fd out_read(out[0]), out_write(out[1]);
+    const int err = static_cast<int>(::memfd_create("server-stderr", MFD_CLOEXEC));
+    if (err == -1) {
+        fail("memfd_create", errno);
+    }
+    std::vector<char*> args;
+    for (std::string& arg : argv) {
+        args.push_back(arg.data());
+    }
+    args.push_back(nullptr);
+    const pid_t pid = ::fork();
+    if (pid == -1) {
+        fail("fork", errno);
+    }
+    if (pid == 0) {
+        ::setpgid(0, 0);
+        if (cpu >= 0) {
+            cpu_set_t cpus;
+            CPU_ZERO(&cpus);
+            CPU_SET(cpu, &cpus);
+            ::sched_setaffinity(0, sizeof cpus, &cpus);
+        }
+        const int null = ::open("/dev/null", O_RDWR);
+        ::dup2(null, 0);
+        ::dup2(spec.external() ? null : out_write.get(), 1);
+        ::dup2(err, 2);
+        ::signal(SIGPIPE, SIG_DFL);
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::execvp(args[0], args.data());
+        std::fprintf(stderr, "exec %s: %s\n", args[0], std::strerror(errno));
+        ::_exit(127);
+    }
+    ::setpgid(pid, pid);
+    out_write.reset();
+    RunningServer server;
+    server.pid_ = pid;
+    server.stderr_fd_ = err;
+    const auto deadline = Clock::now() + std::chrono::seconds(10);
+    const auto said = [&server] {
+        std::string text = read_all(server.stderr_fd_);
+        return text.empty() ? std::string() : ": " + text.substr(0, text.find('\n'));
+    };
+    if (!spec.external()) {
+        // The ready line: "listening on 127.0.0.1:PORT".
+        std::string line;
+        char c;
+        while (line.find('\n') == std::string::npos && wait_readable(out_read.get(), deadline) &&
+               ::read(out_read.get(), &c, 1) == 1) {
+            line += c;
+        }
+        const std::string prefix = "listening on 127.0.0.1:";
+        if (line.rfind(prefix, 0) != 0) {
+            error = spec.name + " printed no ready line within 10 s" + said();
+            return std::nullopt;
+        }
+        port = static_cast<std::uint16_t>(std::atoi(line.c_str() + prefix.size()));
+    } else {
+        // Connect until it answers, or it ends, or 10 s pass.
+        for (;;) {
+            const unique_fd probe = iomodels::connect_tcp("127.0.0.1", port);
+            if (probe) {
+                break;
+            }
+            int status = 0;
+            if (::waitpid(pid, &status, WNOHANG) == pid) {
+                server.stopped_ = true;
+                error = spec.name + " ended (" + describe_status(status) + ") before accepting" + said();
+                return std::nullopt;
+            }
+            if (Clock::now() > deadline) {
+                error = spec.name + " did not accept on 127.0.0.1:" + std::to_string(port) + " within 10 s" + said();
+                return std::nullopt;
+            }
+            ::poll(nullptr, 0, 10);  // next attempt in 10 ms, until the deadline
+        }
+    }
+    server.port_ = port;
+    return server;
+}
+
+RunningServer::RunningServer(RunningServer&& other) noexcept
+    : pid_(std::exchange(other.pid_, -1)),
+      port_(other.port_),
+      stderr_fd_(std::exchange(other.stderr_fd_, -1)),
+      stopped_(other.stopped_) {}
+
+RunningServer::~RunningServer() {
+    if (pid_ > 0 && !stopped_) {
+        ::kill(-pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+    }
+    if (stderr_fd_ >= 0) {
+        ::close(stderr_fd_);
+    }
+}
+
+std::vector<pid_t> RunningServer::processes() const {
+    std::vector<pid_t> found;
+    DIR* proc = ::opendir("/proc");
+    if (proc == nullptr) {
+        fail("opendir /proc", errno);
+    }
+    while (const dirent* entry = ::readdir(proc)) {
+        const auto pid = number(entry->d_name);
+        if (!pid) {
+            continue;
+        }
+        const std::string stat = read_file("/proc/" + std::string(entry->d_name) + "/stat");
+        const std::size_t close = stat.rfind(')');
+        if (close == std::string::npos) {
+            continue;  // it ended while we looked
+        }
+        // After "pid (comm)": state ppid pgrp ...
+        std::istringstream fields(stat.substr(close + 1));
+        std::string state;
+        long ppid = 0, pgrp = 0;
+        fields >> state >> ppid >> pgrp;
+        if (pgrp == pid_ && state != "Z") {
+            found.push_back(*pid);
+        }
+    }
+    ::closedir(proc);
+    return found;
+}
+
+TreeStats RunningServer::stats() const {
+    TreeStats stats;
+    for (const pid_t pid : processes()) {
+        const std::string base = "/proc/" + std::to_string(pid);
+        ++stats.processes;
+        if (DIR* tasks = ::opendir((base + "/task").c_str())) {
+            while (const dirent* entry = ::readdir(tasks)) {
+                stats.threads += number(entry->d_name) ? 1 : 0;
+            }
+            ::closedir(tasks);
+        }
+        // The process's CPU-time clock: every thread, also those that ended.
+        clockid_t clock{};
+        timespec used{};
+        if (::clock_getcpuclockid(pid, &clock) == 0 && ::clock_gettime(clock, &used) == 0) {
+            stats.cpu_ns += static_cast<double>(used.tv_sec) * 1e9 + static_cast<double>(used.tv_nsec);
+        }
+        const std::string rollup = read_file(base + "/smaps_rollup");
+        const std::size_t at = rollup.find("\nPss:");
+        if (at != std::string::npos) {
+            stats.pss_kib += std::strtod(rollup.c_str() + at + 5, nullptr);
+        }
+    }
+    return stats;
+}
+
+std::optional<std::vector<std::pair<std::string, std::uint64_t>>> RunningServer::count_syscalls(
+    const std::function<bool()>& workload, std::string& error) const {
+    char path[] = "/tmp/bench-strace-XXXXXX";
+    const unique_fd file(::mkstemp(path));
+    if (!file) {
+        fail("mkstemp", errno);
+    }
+    const std::vector<pid_t> traced = processes();
+    std::vector<std::string> argv = {"strace", "-f", "-c", "-o", path};
+    for (const pid_t pid : traced) {
+        argv.push_back("-p");
+        argv.push_back(std::to_string(pid));
+    }
+    std::vector<char*> args;
+    for (std::string& arg : argv) {
+        args.push_back(arg.data());
+    }
+    args.push_back(nullptr);
+    int err[2];
+    if (::pipe2(err, O_CLOEXEC) == -1) {
+        fail("pipe2", errno);
+    }
+    unique_fd err_read(err[0]), err_write(err[1]);
+    const pid_t strace = ::fork();
+    if (strace == -1) {
+        fail("fork", errno);
+    }
+    if (strace == 0) {
+        ::dup2(err_write.get(), 2);
+        ::execvp("strace", args.data());
+        ::_exit(127);
+    }
+    err_write.reset();
+    // strace says "Process N attached" (", with K threads") once per -p.
+    std::string said;
+    const auto deadline = Clock::now() + std::chrono::seconds(20);
+    const auto attached = [&said] {
+        std::size_t count = 0;
+        for (std::size_t at = 0; (at = said.find("attached", at)) != std::string::npos; ++at) {
+            ++count;
+        }
+        return count;
+    };
+    char buffer[4096];
+    while (attached() < traced.size() && wait_readable(err_read.get(), deadline)) {
+        const ssize_t n = ::read(err_read.get(), buffer, sizeof buffer);
+        if (n <= 0) {
+            break;
+        }
+        said.append(buffer, static_cast<std::size_t>(n));
+    }
+    if (attached() < traced.size()) {
+        ::kill(strace, SIGKILL);
+        ::waitpid(strace, nullptr, 0);
+        ::unlink(path);
+        error = "strace did not attach to " + std::to_string(traced.size()) + " processes: " + said;
+        return std::nullopt;
+    }
+    const bool worked = workload();
+    ::kill(strace, SIGINT);  // detaches and writes the summary
+    ::waitpid(strace, nullptr, 0);
+    const std::string table = read_file(path);
+    ::unlink(path);
+    if (!worked) {
+        error = "the workload failed under strace";
+        return std::nullopt;
+    }
+    // "% time     seconds  usecs/call     calls    errors syscall": calls is
+    // the fourth column, the name the last; errors may be blank.
+    std::vector<std::pair<std::string, std::uint64_t>> counts;
+    std::istringstream lines(table);
+    for (std::string line; std::getline(lines, line);) {
+        std::istringstream fields(line);
+        std::vector<std::string> words;
+        for (std::string word; fields >> word;) {
+            words.push_back(word);
+        }
+        if (words.size() < 5 || words.back() == "total" || !std::isdigit(static_cast<unsigned char>(words[0][0]))) {
+            continue;
+        }
+        counts.emplace_back(words.back(), std::strtoull(words[3].c_str(), nullptr, 10));
+    }
+    std::sort(counts.begin(), counts.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+    if (counts.empty()) {
+        error = "strace counted no system calls";
+        return std::nullopt;
+    }
+    return counts;
+}
+
+std::string RunningServer::stop() {
+    if (stopped_) {
+        return "already ended";
+    }
+    stopped_ = true;
+    ::kill(pid_, SIGTERM);
+    auto status = wait_child(pid_, std::chrono::seconds(20));
+    std::string how;
+    if (status) {
+        how = describe_status(*status);
+    } else {
+        ::kill(-pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+        how = "killed by SIGKILL after 20 s";
+    }
+    ::kill(-pid_, SIGKILL);  // what is left of its group (an external server's children)
+    return how;
+}
+
+}  // namespace bench

@@ -1,0 +1,79 @@
+// tests/bench/servers.hpp: the servers under test: started pinned to one
+// CPU, looked at through /proc, their system calls counted with strace.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace bench {
+
+// One echo server to measure.
+struct ServerSpec {
+    std::string name;               // "06-epoll-et/server", or the name given to --external
+    std::vector<std::string> argv;  // ours: the program and its options, started with port 0
+    std::string command;            // external: a shell command with {port} in it
+    int most_connections = 0;       // > 0: the most it can hold at once (select: FD_SETSIZE)
+    bool one_at_a_time = false;     // 01's iterative server: one connection at a time
+    [[nodiscard]] bool external() const { return !command.empty(); }
+};
+
+// What /proc says about a server and every process of its process group
+// (01's fork server has one child per connection, socat too).
+struct TreeStats {
+    double cpu_ns = 0;         // time on a CPU, every thread of every process
+    double pss_kib = 0;        // proportional set size: shared pages divided among sharers
+    int processes = 0, threads = 0;
+};
+
+class RunningServer {
+public:
+    // Starts the server in its own process group, pinned to `cpu` (-1: not
+    // pinned), and waits (10 s at most) for it to accept: ours print their
+    // ready line, an external one is connected to until it answers.
+    // nullopt and `error` set if it does not start.
+    static std::optional<RunningServer> start(const ServerSpec& spec, int cpu, std::string& error);
+
+    RunningServer(RunningServer&& other) noexcept;
+    RunningServer& operator=(RunningServer&&) = delete;
+    RunningServer(const RunningServer&) = delete;
+    ~RunningServer();
+
+    [[nodiscard]] pid_t pid() const { return pid_; }
+    [[nodiscard]] std::uint16_t port() const { return port_; }
+    [[nodiscard]] TreeStats stats() const;
+
+    // Runs `workload` while strace -c -f counts every system call of the
+    // server's processes and threads. Returns the count per syscall name
+    // (sorted, most first), or nullopt with `error` set.
+    std::optional<std::vector<std::pair<std::string, std::uint64_t>>> count_syscalls(
+        const std::function<bool()>& workload, std::string& error) const;
+
+    // SIGTERM, then up to 20 s to exit; SIGKILL to the group after that.
+    // Returns what ended it ("exit 0", "killed by SIGKILL after 20 s").
+    std::string stop();
+
+private:
+    RunningServer() = default;
+    [[nodiscard]] std::vector<pid_t> processes() const;
+    pid_t pid_ = -1;
+    std::uint16_t port_ = 0;
+    int stderr_fd_ = -1;  // a memfd: what the server said, shown when it fails to start
+    bool stopped_ = false;
+};
+
+// Which CPU the servers run on and which the load generator runs on
+// (-1 and -1 on a one-CPU machine: nothing pinned).
+struct Placement {
+    int server_cpu = -1, load_cpu = -1;
+};
+Placement choose_placement();
+void pin_this_thread(int cpu);
+
+[[nodiscard]] bool strace_available();
+
+}  // namespace bench
