@@ -22,11 +22,16 @@
 // because its peer does not read (4 MiB pending): it is queued again once
 // its output drains.
 //
+// --short-read-drains saves a system call per message: a recv() that
+// returns less than it asked for ends the run of reads, as EAGAIN does
+// (for TCP a short read means the receive queue was empty; see receive()).
+// The benchmark measures both (tests/bench).
+//
 // --no-drain is the classic bug, for the exercise: one recv() of at most
 // 4096 bytes per notification, like a level-triggered loop. The rest of the
 // input sits in the socket and no new edge comes: the client stalls.
 //
-// usage: server [PORT] [--host ADDR] [--quiet] [--read-budget BYTES] [--no-drain]
+// usage: server [PORT] [--host ADDR] [--quiet] [--read-budget BYTES] [--short-read-drains] [--no-drain]
 //        (PORT 8006; 0: any free port)
 //
 // strace: strace -e trace=epoll_ctl,epoll_wait,accept4,recvfrom,sendto ./build/06-epoll-et/server 0
@@ -73,6 +78,7 @@ struct Connection {
     PendingOutput pending;           // received, not yet sent back
     bool peer_finished = false;      // recv returned 0: send what is pending, then close
     bool unread_input = false;       // we stopped reading before EAGAIN: input may be waiting
+    bool end_announced = false;      // an event said EPOLLRDHUP, EPOLLHUP or EPOLLERR: read to the end
     bool queued = false;             // on the still_readable queue
     bool asked_for_output = false;   // EPOLLOUT is in its interest list
     std::uint64_t echoed = 0;
@@ -89,6 +95,7 @@ struct Counters {
 struct Settings {
     std::size_t read_budget;  // bytes per connection per turn
     bool drain;               // false: --no-drain, the bug
+    bool short_read_drains;   // --short-read-drains: a short recv ends the run, no EAGAIN call
 };
 
 // Everything the loop works on.
@@ -219,6 +226,16 @@ bool receive(Server& server, Connection& connection) {
                 connection.unread_input = false;  // the bug: pretend that was all
                 return true;
             }
+            // --short-read-drains: TCP's recv returns less than asked only
+            // when its receive queue is empty, and a byte arriving after
+            // that makes a new edge. So a short read proves what EAGAIN
+            // would, one system call earlier. Not once the peer's FIN may
+            // be queued behind the data: no new edge would announce it.
+            if (server.settings.short_read_drains && static_cast<std::size_t>(received) < size &&
+                !connection.end_announced) {
+                connection.unread_input = false;
+                return true;
+            }
             continue;
         }
         if (received == 0) {
@@ -278,7 +295,7 @@ void close_connection(Server& server, Connection& connection) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    Settings settings{256 * 1024, true};
+    Settings settings{256 * 1024, true, false};
     const ServerOptions options = parse_server_options_or_exit(
         argc, argv, "edge-triggered epoll echo server: every descriptor read and written until EAGAIN.", 8006,
         {{"--read-budget", "BYTES", "read at most BYTES per connection per turn (default 262144)",
@@ -287,6 +304,8 @@ int main(int argc, char** argv) {
                   std::from_chars(value.data(), value.data() + value.size(), settings.read_budget);
               return error == std::errc{} && end == value.data() + value.size() && settings.read_budget > 0;
           }},
+         {"--short-read-drains", "", "end a run of reads at a short read too: one recv per message, no EAGAIN",
+          [&settings](std::string_view) { return settings.short_read_drains = true; }},
          {"--no-drain", "", "the classic bug: read once per notification (at most 4096 bytes); clients stall",
           [&settings](std::string_view) {
               settings.drain = false;
@@ -355,6 +374,9 @@ int main(int argc, char** argv) {
                 continue;
             }
             Connection& connection = *static_cast<Connection*>(event.data.ptr);
+            if ((event.events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
+                connection.end_announced = true;
+            }
             // EPOLLHUP and EPOLLERR lead to a read too: the input queued
             // before them comes first, then recv's 0 or error (see 05).
             // A queued connection reads on its turn below, once per round.

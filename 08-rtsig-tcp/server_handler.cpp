@@ -57,6 +57,9 @@ constexpr int stop_marker = -2;      // SIGINT or SIGTERM
 // are installed) and a flag.
 volatile sig_atomic_t record_write_fd = -1;
 volatile sig_atomic_t records_lost = 0;
+// A stop request is also a flag: when the pipe is full its record is lost,
+// and the main loop, busy resynchronising, must still see it.
+volatile sig_atomic_t stop_was_requested = 0;
 
 void record(Record event) {
     const int saved_errno = errno;  // the interrupted code may be about to read errno
@@ -70,7 +73,10 @@ void record(Record event) {
 
 void on_io_signal(int, siginfo_t* info, void*) { record({info->si_fd, info->si_band}); }
 void on_sigio(int) { record({overflow_marker, 0}); }
-void on_stop(int) { record({stop_marker, 0}); }
+void on_stop(int) {
+    stop_was_requested = 1;
+    record({stop_marker, 0});  // wakes the main loop (if the pipe has room; if not, it is awake anyway)
+}
 
 bool install(int signal, struct sigaction action) {
     // While a handler runs, the others wait: records never interleave.
@@ -145,6 +151,7 @@ int main(int argc, char** argv) {
             return 1;
         }
         bool resynchronise = records_lost != 0;
+        stopping = stop_was_requested != 0;
         for (const Record& event : std::span(records).first(static_cast<std::size_t>(got) / sizeof(Record))) {
             if (event.fd == stop_marker) {
                 stopping = true;
@@ -157,6 +164,7 @@ int main(int argc, char** argv) {
                 rtsig::dispatch(server, event.fd, event.band);
             }
         }
+        stopping = stopping || stop_was_requested != 0;
         if (resynchronise && !stopping) {
             // The real-time queue or the pipe overflowed: events are
             // missing, and nothing says which. Throw away what is queued

@@ -285,12 +285,13 @@ bool Load::drive(std::size_t size, double warmup, double window, int per_connect
             if (got == -1 && errno == EAGAIN) {
                 continue;
             }
-            if (got <= 0 || flight.finished) {
-                fail(server_ + ": active connection " + std::to_string(i + 1) + " " +
-                     (flight.finished ? "received bytes that were never sent"
-                      : got == 0      ? "closed by the server with " + std::to_string(size - flight.received) +
-                                       " bytes of message " + std::to_string(flight.number) + " not echoed"
-                                      : std::string("failed: ") + std::strerror(errno)));
+            if (flight.finished && got > 0) {
+                fail(server_ + ": active connection " + std::to_string(i + 1) + " received bytes that were never sent");
+            }
+            if (got <= 0) {
+                fail(server_ + ": active connection " + std::to_string(i + 1) + " closed by the server with " +
+                     std::to_string(size - flight.received) + " bytes of message " + std::to_string(flight.number) +
+                     " not echoed (" + (got == 0 ? std::string("EOF") : std::strerror(errno)) + ")");
             }
             const char* expected = bytes.data() + flight.offset + flight.received;
             if (std::memcmp(buffer.data(), expected, static_cast<std::size_t>(got)) != 0) {

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -60,13 +61,36 @@ void pin_this_thread(int cpu) {
     }
 }
 
-bool strace_available() {
-    for (const char* directory : {"/usr/bin/", "/bin/", "/usr/local/bin/"}) {
-        if (::access((std::string(directory) + "strace").c_str(), X_OK) == 0) {
+namespace {
+
+bool installed(const std::string& program) {
+    for (const char* directory : {"/usr/bin/", "/bin/", "/usr/local/bin/", "/usr/sbin/"}) {
+        if (::access((directory + program).c_str(), X_OK) == 0) {
             return true;
         }
     }
     return false;
+}
+
+}  // namespace
+
+SyscallCounter choose_syscall_counter(int server_cpu) {
+    // perf must be able to count a tracepoint on every CPU (root, or
+    // kernel.perf_event_paranoid allowing it).
+    if (server_cpu >= 0 && installed("perf") &&
+        std::system("perf stat -a -C 0 -e raw_syscalls:sys_enter -- true >/dev/null 2>&1") == 0) {
+        return SyscallCounter::perf;
+    }
+    return installed("strace") ? SyscallCounter::strace : SyscallCounter::none;
+}
+
+const char* name_of(SyscallCounter counter) {
+    switch (counter) {
+        case SyscallCounter::perf: return "perf stat (in the kernel, the server at full speed)";
+        case SyscallCounter::strace: return "strace -c -f (the server slowed down by every stop)";
+        case SyscallCounter::none: return "nothing (neither perf nor strace)";
+    }
+    return "?";
 }
 
 namespace {
@@ -208,6 +232,7 @@ std::optional<RunningServer> RunningServer::start(const ServerSpec& spec, int cp
     out_write.reset();
     RunningServer server;
     server.pid_ = pid;
+    server.cpu_ = cpu;
     server.stderr_fd_ = err;
     const auto deadline = Clock::now() + std::chrono::seconds(10);
     const auto said = [&server] {
@@ -230,9 +255,13 @@ std::optional<RunningServer> RunningServer::start(const ServerSpec& spec, int cp
         port = static_cast<std::uint16_t>(std::atoi(line.c_str() + prefix.size()));
     } else {
         // Connect until it answers, or it ends, or 10 s pass.
+        sockaddr_in address{};
+        address.sin_family = AF_INET;
+        address.sin_port = htons(port);
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         for (;;) {
-            const unique_fd probe = iomodels::connect_tcp("127.0.0.1", port);
-            if (probe) {
+            const unique_fd probe(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+            if (::connect(probe.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0) {
                 break;
             }
             int status = 0;
@@ -254,6 +283,7 @@ std::optional<RunningServer> RunningServer::start(const ServerSpec& spec, int cp
 
 RunningServer::RunningServer(RunningServer&& other) noexcept
     : pid_(std::exchange(other.pid_, -1)),
+      cpu_(other.cpu_),
       port_(other.port_),
       stderr_fd_(std::exchange(other.stderr_fd_, -1)),
       stopped_(other.stopped_) {}
@@ -324,6 +354,125 @@ TreeStats RunningServer::stats() const {
 }
 
 std::optional<std::vector<std::pair<std::string, std::uint64_t>>> RunningServer::count_syscalls(
+    SyscallCounter counter, const std::function<bool()>& workload, std::string& error) const {
+    switch (counter) {
+        case SyscallCounter::perf: return count_with_perf(workload, error);
+        case SyscallCounter::strace: return count_with_strace(workload, error);
+        case SyscallCounter::none: break;
+    }
+    error = "no way to count system calls";
+    return std::nullopt;
+}
+
+std::optional<std::vector<std::pair<std::string, std::uint64_t>>> RunningServer::count_with_perf(
+    const std::function<bool()>& workload, std::string& error) const {
+    char directory[] = "/tmp/bench-perf-XXXXXX";
+    if (::mkdtemp(directory) == nullptr) {
+        fail("mkdtemp", errno);
+    }
+    const std::string base = directory, control = base + "/control", ack = base + "/ack", output = base + "/counts";
+    if (::mkfifo(control.c_str(), 0600) == -1 || ::mkfifo(ack.c_str(), 0600) == -1) {
+        fail("mkfifo " + control, errno);
+    }
+    // O_RDWR: opening a FIFO does not wait for the other end to open it.
+    const unique_fd control_fd(::open(control.c_str(), O_RDWR | O_CLOEXEC));
+    const unique_fd ack_fd(::open(ack.c_str(), O_RDWR | O_CLOEXEC));
+    const std::string cpu = std::to_string(cpu_);
+    // Every system call (raw_syscalls), and by name the ones the servers
+    // make: naming all 350 would take perf 13 s to set up.
+    std::string events = "raw_syscalls:sys_enter";
+    for (const char* name : {"recvfrom", "sendto", "read", "write", "epoll_wait", "epoll_ctl", "ppoll", "pselect6",
+                             "rt_sigtimedwait", "rt_sigreturn", "io_submit", "io_pgetevents", "futex", "accept4",
+                             "clone3", "rt_sigprocmask"}) {
+        events += std::string(",syscalls:sys_enter_") + name;
+    }
+    std::vector<std::string> argv = {"perf", "stat", "-D", "-1", "--control", "fifo:" + control + "," + ack, "-a",
+                                     "-C", cpu, "-e", events, "-x", ",", "-o", output};
+    std::vector<char*> args;
+    for (std::string& arg : argv) {
+        args.push_back(arg.data());
+    }
+    args.push_back(nullptr);
+    const pid_t perf = ::fork();
+    if (perf == -1) {
+        fail("fork", errno);
+    }
+    if (perf == 0) {
+        // perf itself stays off the CPU it counts.
+        cpu_set_t cpus;
+        ::sched_getaffinity(0, sizeof cpus, &cpus);
+        CPU_CLR(cpu_, &cpus);
+        ::sched_setaffinity(0, sizeof cpus, &cpus);
+        const int null = ::open("/dev/null", O_RDWR);
+        ::dup2(null, 1);
+        ::dup2(null, 2);
+        ::execvp("perf", args.data());
+        ::_exit(127);
+    }
+    // "enable" and "disable" go through the control FIFO; perf answers
+    // "ack" on the other once the counters really are on (or off).
+    const auto order = [&](const char* command) {
+        const std::string line = std::string(command) + "\n";
+        char answer[16] = {};
+        return ::write(control_fd.get(), line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
+               wait_readable(ack_fd.get(), Clock::now() + std::chrono::seconds(30)) &&
+               ::read(ack_fd.get(), answer, sizeof answer - 1) > 0 && std::string_view(answer).rfind("ack", 0) == 0;
+    };
+    const auto clean_up = [&] {
+        ::unlink(control.c_str());
+        ::unlink(ack.c_str());
+        ::unlink(output.c_str());
+        ::rmdir(directory);
+    };
+    if (!order("enable")) {
+        ::kill(perf, SIGKILL);
+        ::waitpid(perf, nullptr, 0);
+        clean_up();
+        error = "perf stat did not start counting within 30 s";
+        return std::nullopt;
+    }
+    const bool worked = workload();
+    const bool stopped = order("disable");
+    ::kill(perf, SIGINT);  // writes the counts and ends
+    ::waitpid(perf, nullptr, 0);
+    const std::string table = read_file(output);
+    clean_up();
+    if (!worked || !stopped) {
+        error = worked ? "perf stat did not stop counting" : "the workload failed while perf counted";
+        return std::nullopt;
+    }
+    // -x ,: "COUNT,UNIT,EVENT,..."; EVENT is syscalls:sys_enter_NAME or
+    // raw_syscalls:sys_enter (all of them).
+    std::vector<std::pair<std::string, std::uint64_t>> counts;
+    std::uint64_t total = 0, named = 0;
+    std::istringstream lines(table);
+    const std::string prefix = "syscalls:sys_enter_";
+    for (std::string line; std::getline(lines, line);) {
+        const std::size_t first = line.find(','), second = line.find(',', first + 1);
+        if (first == std::string::npos || second == std::string::npos) {
+            continue;
+        }
+        const std::uint64_t count = std::strtoull(line.c_str(), nullptr, 10);
+        const std::size_t end = line.find(',', second + 1);
+        if (line.compare(second + 1, end - second - 1, "raw_syscalls:sys_enter") == 0) {
+            total = count;
+        } else if (count > 0 && line.compare(second + 1, prefix.size(), prefix) == 0) {
+            counts.emplace_back(line.substr(second + 1 + prefix.size(), end - second - 1 - prefix.size()), count);
+            named += count;
+        }
+    }
+    if (total > named) {
+        counts.emplace_back("others", total - named);
+    }
+    std::sort(counts.begin(), counts.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+    if (counts.empty()) {
+        error = "perf stat counted no system calls";
+        return std::nullopt;
+    }
+    return counts;
+}
+
+std::optional<std::vector<std::pair<std::string, std::uint64_t>>> RunningServer::count_with_strace(
     const std::function<bool()>& workload, std::string& error) const {
     char path[] = "/tmp/bench-strace-XXXXXX";
     const unique_fd file(::mkstemp(path));
@@ -341,44 +490,40 @@ std::optional<std::vector<std::pair<std::string, std::uint64_t>>> RunningServer:
         args.push_back(arg.data());
     }
     args.push_back(nullptr);
-    int err[2];
-    if (::pipe2(err, O_CLOEXEC) == -1) {
-        fail("pipe2", errno);
+    // strace's messages go to a memfd, never a pipe: with thousands of
+    // processes its "attached" and "detached" lines would fill a pipe and
+    // stop strace, and with it the server.
+    const unique_fd said_fd(static_cast<int>(::memfd_create("strace-stderr", MFD_CLOEXEC)));
+    if (!said_fd) {
+        fail("memfd_create", errno);
     }
-    unique_fd err_read(err[0]), err_write(err[1]);
     const pid_t strace = ::fork();
     if (strace == -1) {
         fail("fork", errno);
     }
     if (strace == 0) {
-        ::dup2(err_write.get(), 2);
+        ::dup2(said_fd.get(), 2);
         ::execvp("strace", args.data());
         ::_exit(127);
     }
-    err_write.reset();
     // strace says "Process N attached" (", with K threads") once per -p.
-    std::string said;
-    const auto deadline = Clock::now() + std::chrono::seconds(20);
-    const auto attached = [&said] {
+    const auto attached = [&said_fd] {
+        const std::string said = read_all(said_fd.get());
         std::size_t count = 0;
         for (std::size_t at = 0; (at = said.find("attached", at)) != std::string::npos; ++at) {
             ++count;
         }
         return count;
     };
-    char buffer[4096];
-    while (attached() < traced.size() && wait_readable(err_read.get(), deadline)) {
-        const ssize_t n = ::read(err_read.get(), buffer, sizeof buffer);
-        if (n <= 0) {
-            break;
-        }
-        said.append(buffer, static_cast<std::size_t>(n));
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (attached() < traced.size() && Clock::now() < deadline && ::waitpid(strace, nullptr, WNOHANG) == 0) {
+        ::poll(nullptr, 0, 5);  // look again in 5 ms, until the deadline
     }
     if (attached() < traced.size()) {
         ::kill(strace, SIGKILL);
         ::waitpid(strace, nullptr, 0);
         ::unlink(path);
-        error = "strace did not attach to " + std::to_string(traced.size()) + " processes: " + said;
+        error = "strace did not attach to " + std::to_string(traced.size()) + " processes: " + read_all(said_fd.get());
         return std::nullopt;
     }
     const bool worked = workload();

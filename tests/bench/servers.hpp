@@ -30,6 +30,17 @@ struct TreeStats {
     int processes = 0, threads = 0;
 };
 
+// How system calls are counted:
+// - perf: `perf stat -a -C CPU -e 'syscalls:sys_enter_*'`, every system call
+//   entered on the server's CPU, counted in the kernel: the server runs at
+//   full speed. Needs perf and a server pinned to its own CPU.
+// - strace: `strace -c -f -p PID...`. Every system call stops the server,
+//   which then finds more data waiting at each read than it would at full
+//   speed: reads that would have said EAGAIN are fewer. Used without perf.
+enum class SyscallCounter { none, perf, strace };
+SyscallCounter choose_syscall_counter(int server_cpu);
+const char* name_of(SyscallCounter counter);
+
 class RunningServer {
 public:
     // Starts the server in its own process group, pinned to `cpu` (-1: not
@@ -47,11 +58,11 @@ public:
     [[nodiscard]] std::uint16_t port() const { return port_; }
     [[nodiscard]] TreeStats stats() const;
 
-    // Runs `workload` while strace -c -f counts every system call of the
+    // Runs `workload` while `counter` counts every system call of the
     // server's processes and threads. Returns the count per syscall name
     // (sorted, most first), or nullopt with `error` set.
     std::optional<std::vector<std::pair<std::string, std::uint64_t>>> count_syscalls(
-        const std::function<bool()>& workload, std::string& error) const;
+        SyscallCounter counter, const std::function<bool()>& workload, std::string& error) const;
 
     // SIGTERM, then up to 20 s to exit; SIGKILL to the group after that.
     // Returns what ended it ("exit 0", "killed by SIGKILL after 20 s").
@@ -60,7 +71,12 @@ public:
 private:
     RunningServer() = default;
     [[nodiscard]] std::vector<pid_t> processes() const;
+    std::optional<std::vector<std::pair<std::string, std::uint64_t>>> count_with_perf(
+        const std::function<bool()>& workload, std::string& error) const;
+    std::optional<std::vector<std::pair<std::string, std::uint64_t>>> count_with_strace(
+        const std::function<bool()>& workload, std::string& error) const;
     pid_t pid_ = -1;
+    int cpu_ = -1;
     std::uint16_t port_ = 0;
     int stderr_fd_ = -1;  // a memfd: what the server said, shown when it fails to start
     bool stopped_ = false;
@@ -74,6 +90,5 @@ struct Placement {
 Placement choose_placement();
 void pin_this_thread(int cpu);
 
-[[nodiscard]] bool strace_available();
 
 }  // namespace bench

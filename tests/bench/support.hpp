@@ -26,9 +26,16 @@ using Clock = std::chrono::steady_clock;
     std::exit(1);
 }
 
-// Progress on stderr, so that a ten-minute run shows where it is.
+// Progress on stderr, so that a ten-minute run shows where it is and how
+// long each part takes.
+inline Clock::time_point program_start() {
+    static const auto start = Clock::now();
+    return start;
+}
+
 template <typename... Args>
 void progress(const char* format, Args... args) {
+    std::fprintf(stderr, "[%6.1f s] ", std::chrono::duration<double>(Clock::now() - program_start()).count());
     std::fprintf(stderr, format, args...);
     std::fputc('\n', stderr);
 }

@@ -167,6 +167,37 @@ TEST_CASE("reading once per notification (--no-drain) stalls a client, and each 
     CHECK(summary_count(summary, "bytes echoed") == first.size() + more.size());
 }
 
+TEST_CASE("with --short-read-drains, one recvfrom per message and no EAGAIN call, and the peer's FIN still ends it") {
+    skip_unless_strace_available();
+    TraceFile trace_file("epoll-et-short-reads");
+    Server server = start_server(EPOLL_ET_SERVER, {"--quiet", "--short-read-drains"}, {},
+                                 strace_command(trace_file.path(), "recvfrom"));
+    {
+        unique_fd client = connect_to(server.port);
+        for (const char* message : {"one", "two", "three"}) {
+            REQUIRE(exchange(client.get(), message, {}, false).received == message);
+        }
+        // The last message and the FIN: echoed, then the server closes.
+        const Exchange last = exchange(client.get(), "last", {}, true);
+        CHECK(last.received == "last");
+        CHECK(last.eof);
+    }
+    const pid_t server_pid = traced_pid(server.process.pid());
+    REQUIRE(eventually([&] { return resources_of(server_pid).descriptors == idle_descriptors; }));
+    stop_traced_server(server);
+
+    const Trace trace = Trace::read(trace_file.path());
+    INFO(trace.text);
+    std::vector<std::string> results;
+    for (const Syscall& call : trace.calls_named("recvfrom")) {
+        results.push_back(call.error().empty() ? std::to_string(call.value()) : call.error());
+    }
+    // "one" "two" "three" "last", each in one read that asked for more
+    // than it got, then 0: the end of file. (Without the option, each
+    // message would be followed by a recvfrom that says EAGAIN.)
+    CHECK(results == std::vector<std::string>{"3", "3", "5", "4", "0"});
+}
+
 TEST_CASE("fairness: with a read budget, two connections with data waiting take turns") {
     skip_unless_strace_available();
     TraceFile trace_file("epoll-et-fairness");

@@ -27,7 +27,15 @@ using conformance::server_under_test;
 
 namespace {
 
-Server start() { return start_server(server_under_test.path, {"--quiet"}); }
+// The server's own option under test, if any, followed by `more`.
+std::vector<std::string> arguments(std::vector<std::string> more = {}) {
+    if (server_under_test.option != nullptr) {
+        more.insert(more.begin(), server_under_test.option);
+    }
+    return more;
+}
+
+Server start() { return start_server(server_under_test.path, arguments({"--quiet"})); }
 
 std::string program() {
     const std::string path = server_under_test.path;
@@ -241,7 +249,11 @@ TEST_CASE("a port in use gives the contract's bind error and exit 1") {
     const iomodels::unique_fd taken = iomodels::listen_tcp("127.0.0.1", 0);
     REQUIRE(taken.valid());
     const auto port = std::to_string(ntohs(iomodels::local_address(taken.get())->sin_port));
-    const Completed result = run({server_under_test.path, port});
+    std::vector<std::string> argv{server_under_test.path, port};
+    for (const std::string& option : arguments()) {
+        argv.push_back(option);
+    }
+    const Completed result = run(argv);
     CHECK(result.status.describe() == "exit 1");
     CHECK(result.out.empty());  // no ready line
     CHECK(result.err == program() + ": bind 127.0.0.1:" + port + ": Address already in use [EADDRINUSE]\n");
@@ -276,7 +288,7 @@ TEST_CASE("out of descriptors, it refuses clients cleanly, does not spin, and re
     // more. 30 clients are more than it can hold.
     StartOptions limited;
     limited.rlimit_nofile = 16;
-    Server server = start_server(server_under_test.path, {}, limited);
+    Server server = start_server(server_under_test.path, arguments(), limited);
     const auto cpu_before = cpu_time(server.process.pid());
     const Resources baseline = resources_of(server.process.pid());
 

@@ -18,6 +18,7 @@ struct ServerUnderTest {
     const char* path;  // the executable
     const char* name;  // "01-blocking/server", for messages
     Model model;
+    const char* option = nullptr;  // e.g. "--short-read-drains": the suite runs the server with it
 };
 
 extern const ServerUnderTest server_under_test;

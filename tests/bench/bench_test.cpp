@@ -1,0 +1,59 @@
+// The benchmark's own test: its figures are worth something only if it
+// notices an echo that is wrong. faulty_echo changes one byte, or closes a
+// connection early; the benchmark must end with exit 1, say which byte of
+// which message on which connection, and write no report.
+
+#include <string>
+
+#include "catch.hpp"
+#include "harness/harness.hpp"
+
+using namespace harness;
+
+namespace {
+
+// `bench --quick` with only the idle-connections workload, measuring
+// faulty_echo (as the external server `name`) with `options`.
+Completed bench_against(const TemporaryDirectory& output, const std::string& name, const std::string& options) {
+    return run({BENCH, "--quick", "--workloads", "idle", "--servers", "none", "--external",
+                name + "=" + FAULTY_ECHO + " {port}" + options, "--output", output.path()},
+               {}, 60s);
+}
+
+bool exists(const std::string& path) { return file_content(path).has_value(); }
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("a byte echoed wrong ends the benchmark with exit 1, says where, and writes no report") {
+    TemporaryDirectory output;
+    // Offset 0 of each connection is the one-byte echo that proves it is
+    // served; offset 101 is byte 100 of the first 512-byte message.
+    const Completed bench = bench_against(output, "liar", " --flip-at 101");
+    CHECK(bench.status.describe() == "exit 1");
+    CHECK(contains(bench.err, 
+                             "bench: liar: echoed byte differs at byte 100 of a 512-byte message on active connection 1"));
+    CHECK_FALSE(exists(output / "report.md"));
+}
+
+TEST_CASE("a connection the server closes with bytes not echoed ends the benchmark with exit 1") {
+    TemporaryDirectory output;
+    const Completed bench = bench_against(output, "quitter", " --close-at 301");
+    CHECK(bench.status.describe() == "exit 1");
+    // 300 bytes of the first message came back, 212 did not.
+    CHECK(contains(bench.err, "bench: quitter: active connection 1 closed by the server with 212 "
+                                                    "bytes of message"));
+    CHECK_FALSE(exists(output / "report.md"));
+}
+
+TEST_CASE("an honest external server is measured beside ours and the report is written") {
+    TemporaryDirectory output;
+    const Completed bench = bench_against(output, "honest", "");
+    REQUIRE(bench.status.describe() == "exit 0");
+    const auto report = file_content(output / "report.md");
+    REQUIRE(report.has_value());
+    CHECK(contains(*report, "| honest | 0 | 1 | "));
+    CHECK(contains(*report, "| honest | 20 | 5 | "));
+    CHECK(exists(output / "echo_idle.csv"));
+}
