@@ -109,7 +109,8 @@ std::vector<ServerSpec> our_servers(const Settings& settings) {
     servers.back().name += " --short-read-drains";
     servers.push_back(spec("08-rtsig-tcp/server"));
     servers.push_back(spec("08-rtsig-tcp/server_handler"));
-    servers.push_back(spec("09-aio-kernel/server"));
+    // One IOCB_CMD_POLL per connection in flight: the context must hold 8050.
+    servers.push_back(spec("09-aio-kernel/server", {"--max-events", "16384"}));
     // A pending aio_read holds one of glibc's threads: one per connection.
     servers.push_back(spec("10-aio-posix/server", {"--threads", settings.quick ? "64" : "8300"}));
     if (settings.quick) {
@@ -748,8 +749,10 @@ Report write_report(const Settings& settings, const Placement& placement, const 
                              "04-poll/server", "03-select/server",
                              "01-blocking/server", "01-blocking/server_thread", "01-blocking/server_iterative"}) {
         if (const EchoCell* one = find(results.idle, name, 0, 1)) {
-            const double ratio = one->p50_us / cal.ping_pong_us.median;
-            md << "| " << name << ": one connection's round trip (p50 " << format("%.1f", one->p50_us)
+            // Both means: the floor is time / round trips, so is this.
+            const double mean_us = 1e6 / one->rate.median;
+            const double ratio = mean_us / cal.ping_pong_us.median;
+            md << "| " << name << ": one connection's mean round trip (" << format("%.1f", mean_us)
                << " µs) over the ping-pong floor (" << format("%.1f", cal.ping_pong_us.median) << " µs) | "
                << format("%.2f", ratio) << " | ≤ 1.25 | " << verdict(ratio <= 1.25) << " |\n";
         }

@@ -16,9 +16,10 @@ double trivial_syscall_ns(int calls);
 double in_thread_round_trip_us(int round_trips);
 
 // Microseconds per 512-byte round trip between two processes over loopback
-// TCP, both blocking in read(): the floor of one connection's round trip.
-// The child echoing runs on `server_cpu`, the caller stays where it is
-// (-1: no pinning).
+// TCP: the floor of one connection's round trip. The child, the simplest
+// echo server (blocking read and write), runs on `server_cpu`; the caller
+// stays where it is (-1: no pinning) and waits for each echo in
+// epoll_wait, as the load generator does.
 double ping_pong_round_trip_us(int round_trips, int server_cpu);
 
 enum class Mechanism { select, poll, epoll_lt, epoll_et, rtsig, aio_poll };
