@@ -181,10 +181,10 @@ void on_write_done(sigval value) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    int threads = 256;
+    int threads = 1024;
     const ServerOptions options = parse_server_options_or_exit(
         argc, argv, "echo server on POSIX AIO: aio_read, aio_write, SIGEV_THREAD completions.", 8010,
-        {{"--threads", "N", "glibc's AIO threads, the most connections served at once (aio_init; default 256)",
+        {{"--threads", "N", "glibc's AIO threads, the most connections served at once (aio_init; default 1024)",
           [&threads](std::string_view value) {
               const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), threads);
               return error == std::errc{} && end == value.data() + value.size() && threads >= 1 && threads <= 16384;

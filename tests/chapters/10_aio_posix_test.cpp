@@ -195,7 +195,7 @@ TEST_CASE("server: with glibc's 20 threads the 21st idle connection starves a cl
     idle.clear();
     stop_server(starved);
 
-    // The default, 256 threads: 50 idle connections and the active one is served at once.
+    // The default, 1024 threads: 50 idle connections and the active one is served at once.
     Server server = start_server(AIO_POSIX_SERVER, {"--quiet"});
     for (int i = 0; i < 50; ++i) {
         idle.push_back(connect_to(server.port));

@@ -583,12 +583,22 @@ Resources resources_of(pid_t pid) {
         }
         ::closedir(fds);
     }
+    const auto resident_kib = [](const std::string& status_path) {
+        std::ifstream status(status_path);
+        for (std::string line; std::getline(status, line);) {
+            if (line.rfind("VmRSS:", 0) == 0) {
+                return std::stol(line.substr(6));
+            }
+        }
+        return 0L;
+    };
     std::ifstream status(base + "/status");
     for (std::string line; std::getline(status, line);) {
         if (line.rfind("Threads:", 0) == 0) {
             resources.threads = std::stoi(line.substr(8));
         }
     }
+    resources.resident_kib = resident_kib(base + "/status");
     // Children: every process whose parent is `pid` (/proc/N/stat field 4);
     // state Z (field 3) is a zombie. The name in field 2 may hold spaces and
     // parentheses, so parse after the last ')'.
@@ -610,6 +620,8 @@ Resources resources_of(pid_t pid) {
                 ++resources.children;
                 if (state == 'Z') {
                     ++resources.zombies;
+                } else {
+                    resources.resident_kib += resident_kib(std::string("/proc/") + entry->d_name + "/status");
                 }
             }
         }

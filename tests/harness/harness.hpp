@@ -215,6 +215,7 @@ struct Resources {
     int threads = 0;      // Threads: in /proc/PID/status
     int children = 0;     // live child processes
     int zombies = 0;      // children that exited and were not reaped
+    long resident_kib = 0;  // VmRSS of the process and its live children, KiB
 };
 Resources resources_of(pid_t pid);
 
