@@ -9,7 +9,8 @@
 //      epoll LT/ET, real-time signals and kernel-AIO poll, N watched, A active.
 //   3. Echo with K idle connections and C active ones, for every TCP echo
 //      server of the suite: echoes/s, round trips, server CPU per echo and,
-//      in a separate pass under strace -c -f, system calls per echo.
+//      in a separate pass, system calls per echo (counted by perf stat on
+//      the server's CPU, or by strace -c -f where perf is missing).
 //   4. Concurrency × message size.
 //   5. Memory per connection, threads and processes at 1000 idle connections.
 //   6. External servers (--external NAME='COMMAND {port}') beside ours.
@@ -240,7 +241,7 @@ void measure_cell(const Settings& settings, const RunningServer& server, Load& l
     cell.cpu_us = (after.cpu_ns - before.cpu_ns) / 1e3 / static_cast<double>(std::max<std::uint64_t>(echoes, 1));
 }
 
-// The same connections again, a fixed number of echoes, under strace -c -f.
+// The same connections again, a fixed number of echoes, while perf (or strace) counts system calls.
 void count_syscalls(const Settings& settings, SyscallCounter counter, const RunningServer& server, Load& load,
                     EchoCell& cell) {
     std::uint64_t echoes = 0;

@@ -123,6 +123,16 @@ std::uint16_t free_port() {
     return ntohs(address->sin_port);
 }
 
+// argv as execvp wants it: pointers into `argv`, then a null pointer.
+std::vector<char*> exec_arguments(std::vector<std::string>& argv) {
+    std::vector<char*> args;
+    for (std::string& arg : argv) {
+        args.push_back(arg.data());
+    }
+    args.push_back(nullptr);
+    return args;
+}
+
 std::string read_all(int fd) {
     std::string text;
     char buffer[4096];
@@ -199,11 +209,7 @@ std::optional<RunningServer> RunningServer::start(const ServerSpec& spec, int cp
     if (err == -1) {
         fail("memfd_create", errno);
     }
-    std::vector<char*> args;
-    for (std::string& arg : argv) {
-        args.push_back(arg.data());
-    }
-    args.push_back(nullptr);
+    std::vector<char*> args = exec_arguments(argv);
     const pid_t pid = ::fork();
     if (pid == -1) {
         fail("fork", errno);
@@ -388,11 +394,7 @@ std::optional<std::vector<std::pair<std::string, std::uint64_t>>> RunningServer:
     }
     std::vector<std::string> argv = {"perf", "stat", "-D", "-1", "--control", "fifo:" + control + "," + ack, "-a",
                                      "-C", cpu, "-e", events, "-x", ",", "-o", output};
-    std::vector<char*> args;
-    for (std::string& arg : argv) {
-        args.push_back(arg.data());
-    }
-    args.push_back(nullptr);
+    std::vector<char*> args = exec_arguments(argv);
     const pid_t perf = ::fork();
     if (perf == -1) {
         fail("fork", errno);
@@ -485,11 +487,7 @@ std::optional<std::vector<std::pair<std::string, std::uint64_t>>> RunningServer:
         argv.push_back("-p");
         argv.push_back(std::to_string(pid));
     }
-    std::vector<char*> args;
-    for (std::string& arg : argv) {
-        args.push_back(arg.data());
-    }
-    args.push_back(nullptr);
+    std::vector<char*> args = exec_arguments(argv);
     // strace's messages go to a memfd, never a pipe: with thousands of
     // processes its "attached" and "detached" lines would fill a pipe and
     // stop strace, and with it the server.

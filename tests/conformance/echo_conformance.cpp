@@ -15,6 +15,7 @@
 #include <iterator>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -38,6 +39,37 @@ std::vector<std::string> arguments(std::vector<std::string> more = {}) {
 }
 
 Server start() { return start_server(server_under_test.path, arguments({"--quiet"})); }
+
+// Makes `fd` non-blocking and sends as much of `payload` as the buffers
+// between us and the server take, without reading the echo.
+void send_until_full(int fd, std::string_view payload) {
+    REQUIRE(::fcntl(fd, F_SETFL, O_NONBLOCK) == 0);
+    for (std::size_t sent = 0; sent < payload.size();) {
+        const ssize_t n = ::send(fd, payload.data() + sent, payload.size() - sent, MSG_NOSIGNAL);
+        if (n <= 0) {
+            return;  // EAGAIN: the buffers are full, which is what we wanted
+        }
+        sent += static_cast<std::size_t>(n);
+    }
+}
+
+// The server closes a connection after it reads our EOF, a moment after we
+// see its FIN: waits (with a deadline) for descriptors, threads (fewer are
+// fine when `fewer_threads_ok`: idle pool threads exit) and children to
+// come back to `before`, and checks that no zombie is left.
+void check_back_to_baseline(pid_t pid, const Resources& before, bool fewer_threads_ok) {
+    Resources after;
+    const bool back_to_baseline = eventually([&] {
+        after = resources_of(pid);
+        const bool threads_back = fewer_threads_ok ? after.threads <= before.threads : after.threads == before.threads;
+        return after.descriptors == before.descriptors && threads_back && after.children == 0;
+    });
+    INFO("descriptors " << before.descriptors << " -> " << after.descriptors << ", threads " << before.threads
+                        << " -> " << after.threads << ", children " << after.children << " (zombies "
+                        << after.zombies << ")");
+    CHECK(back_to_baseline);
+    CHECK(after.zombies == 0);
+}
 
 std::string program() {
     const std::string path = server_under_test.path;
@@ -128,16 +160,7 @@ TEST_CASE("a client that resets the connection does not stop the server") {
         // Reset while the server is busy echoing 1 MiB we never read.
         unique_fd client = connect_to(server.port);
         REQUIRE(client.valid());
-        const std::string payload = random_bytes(1 << 20, 4);
-        REQUIRE(::fcntl(client.get(), F_SETFL, O_NONBLOCK) == 0);
-        std::size_t sent = 0;
-        while (sent < payload.size()) {
-            const ssize_t n = ::send(client.get(), payload.data() + sent, payload.size() - sent, MSG_NOSIGNAL);
-            if (n <= 0) {
-                break;  // EAGAIN: the buffers are full, which is what we wanted
-            }
-            sent += static_cast<std::size_t>(n);
-        }
+        send_until_full(client.get(), random_bytes(1 << 20, 4));
         reset_connection(client);
     }
     const Exchange echo = echo_once(server.port, "still there?");
@@ -254,16 +277,7 @@ TEST_CASE("2000 sequential sessions leave descriptors, threads and children at t
         REQUIRE(echo.received == message);
         REQUIRE(echo.eof);
     }
-    Resources after;
-    const bool back_to_baseline = eventually([&] {
-        after = resources_of(server.process.pid());
-        return after.descriptors == before.descriptors && after.threads <= before.threads && after.children == 0;
-    });
-    INFO("descriptors " << before.descriptors << " -> " << after.descriptors << ", threads " << before.threads
-                        << " -> " << after.threads << ", children " << after.children << " (zombies "
-                        << after.zombies << ")");
-    CHECK(back_to_baseline);
-    CHECK(after.zombies == 0);
+    check_back_to_baseline(server.process.pid(), before, true);
     const std::string summary = stop_server(server);
     CHECK(summary_count(summary, "connections") == 2001);
 }
@@ -275,18 +289,9 @@ TEST_CASE("a client that half-closes and then resets while the server writes doe
         REQUIRE(client.valid());
         // 1 MiB in, then the FIN: the server is still sending the echo
         // back (we read none of it) when the RST comes.
-        const std::string payload = random_bytes(1 << 20, 7 + static_cast<std::uint32_t>(round));
-        REQUIRE(::fcntl(client.get(), F_SETFL, O_NONBLOCK) == 0);
-        std::size_t sent = 0;
-        while (sent < payload.size()) {
-            const ssize_t n = ::send(client.get(), payload.data() + sent, payload.size() - sent, MSG_NOSIGNAL);
-            if (n <= 0) {
-                break;
-            }
-            sent += static_cast<std::size_t>(n);
-        }
+        send_until_full(client.get(), random_bytes(1 << 20, 7 + static_cast<std::uint32_t>(round)));
         REQUIRE(::shutdown(client.get(), SHUT_WR) == 0);
-        readable_within(client.get(), 200ms);  // let the server start writing
+        REQUIRE(readable_within(client.get(), 5s));  // the echo is coming back: the server is writing
         reset_connection(client);
     }
     const Exchange echo = echo_once(server.port, "still there?");
@@ -351,18 +356,7 @@ TEST_CASE("leaves no descriptors, threads or child processes behind") {
     for (std::size_t i = 0; i < messages.size(); ++i) {
         CHECK(results[i].received == messages[i]);
     }
-    // The server closes a connection after it reads our EOF, a moment after
-    // we see its FIN: wait (with a deadline) for the counts to come back.
-    Resources after;
-    const bool back_to_baseline = eventually([&] {
-        after = resources_of(server.process.pid());
-        return after.descriptors == before.descriptors && after.threads == before.threads && after.children == 0;
-    });
-    INFO("descriptors " << before.descriptors << " -> " << after.descriptors << ", threads " << before.threads
-                        << " -> " << after.threads << ", children " << after.children << " (zombies "
-                        << after.zombies << ")");
-    CHECK(back_to_baseline);
-    CHECK(after.zombies == 0);
+    check_back_to_baseline(server.process.pid(), before, false);
     const std::string summary = stop_server(server);
     CHECK(summary_count(summary, "connections") == 30);
 }
