@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 
 #include "common/errors.hpp"
@@ -53,8 +54,13 @@ inline iomodels::unique_fd accept_client(int listen_fd, sockaddr_in& peer, iomod
 // Phase 1 of an input operation (wait for data) and phase 2 (copy it into
 // `buffer`) both happen inside recv(): the caller sleeps there until the
 // kernel has bytes for it, which is the whole of the blocking model.
+//
+// A signal handler may interrupt recv() before any byte arrived (EINTR: call
+// `on_interrupted`, e.g. to print the status line SIGUSR1 asked for, and
+// wait again) or send() (send_all goes on with the bytes not yet sent).
 inline std::uint64_t echo_until_eof(int connection_fd, const iomodels::EventLog& log,
-                                    std::atomic<std::uint64_t>& total_echoed) {
+                                    std::atomic<std::uint64_t>& total_echoed,
+                                    const std::function<void()>& on_interrupted = [] {}) {
     std::array<std::byte, 64 * 1024> buffer;
     std::uint64_t echoed = 0;
     for (;;) {
@@ -64,6 +70,7 @@ inline std::uint64_t echo_until_eof(int connection_fd, const iomodels::EventLog&
         }
         if (received == -1) {
             if (errno == EINTR) {
+                on_interrupted();
                 continue;  // a signal handler ran before any byte arrived: wait again
             }
             log("recv on fd %d: %s", connection_fd, iomodels::describe_failure("recv", errno).c_str());

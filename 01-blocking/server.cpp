@@ -165,6 +165,7 @@ int main(int argc, char** argv) {
     sigemptyset(&sigchld_action.sa_mask);
     ::sigaction(SIGCHLD, &sigchld_action, nullptr);
     install_stop_handlers(listen_fd.get());
+    install_status_handler();  // SIGUSR1: a status line; it interrupts accept() like SIGCHLD
     DescriptorReserve reserve;
 
     if (!print_ready_line(listen_fd.get())) {
@@ -174,7 +175,16 @@ int main(int argc, char** argv) {
     Children children;
     std::uint64_t connections = 0;
     std::uint64_t children_forked = 0;
+    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
+        print({{connections, "connections"},
+               {bytes_echoed->load(), "bytes echoed"},
+               {children_forked, "children forked"},
+               {static_cast<std::uint64_t>(children_reaped), "children reaped"}});
+    };
     while (!stop_requested()) {
+        if (status_requested()) {
+            print_counts(print_status);
+        }
         sockaddr_in peer{};
         unique_fd connection = accept_client(listen_fd.get(), peer, reserve, log);  // blocks
         if (!connection) {
@@ -221,10 +231,7 @@ int main(int argc, char** argv) {
 
     listen_fd.reset();
     children.terminate_all();
-    print_summary({{connections, "connections"},
-                   {bytes_echoed->load(), "bytes echoed"},
-                   {children_forked, "children forked"},
-                   {static_cast<std::uint64_t>(children_reaped), "children reaped"}});
+    print_counts(print_summary);
     ::munmap(shared, sizeof(std::atomic<std::uint64_t>));
     return 0;
 }

@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
         return 1;
     }
     install_stop_handlers(listen_fd.get());
+    install_status_handler();  // SIGUSR1: a status line, also while a client is served
     DescriptorReserve reserve;
     if (!print_ready_line(listen_fd.get())) {
         return 1;
@@ -49,7 +50,17 @@ int main(int argc, char** argv) {
 
     std::uint64_t connections = 0;
     std::atomic<std::uint64_t> bytes_echoed{0};  // atomic only because echo_until_eof takes one
+    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
+        print({{connections, "connections"}, {bytes_echoed.load(), "bytes echoed"}});
+    };
+    // Called whenever SIGUSR1 interrupted accept() or recv().
+    const auto print_status_if_requested = [&] {
+        if (status_requested()) {
+            print_counts(print_status);
+        }
+    };
     while (!stop_requested()) {
+        print_status_if_requested();
         sockaddr_in peer{};
         unique_fd connection = accept_client(listen_fd.get(), peer, reserve, log);  // blocks
         if (!connection) {
@@ -63,12 +74,12 @@ int main(int argc, char** argv) {
         // sleeping for this client returns at once.
         shut_down_on_stop(connection.get());
         if (!stop_requested()) {
-            const std::uint64_t echoed = echo_until_eof(connection.get(), log, bytes_echoed);
+            const std::uint64_t echoed = echo_until_eof(connection.get(), log, bytes_echoed, print_status_if_requested);
             log("closed %s (%llu bytes echoed)", peer_name.c_str(), static_cast<unsigned long long>(echoed));
         }
         shut_down_on_stop(-1);  // before the descriptor is closed and its number reused
     }
 
-    print_summary({{connections, "connections"}, {bytes_echoed.load(), "bytes echoed"}});
+    print_counts(print_summary);
     return 0;
 }

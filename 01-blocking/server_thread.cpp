@@ -16,6 +16,8 @@
 //   carry the new thread's id.
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -57,6 +59,18 @@ public:
     void start(unique_fd connection, Serve serve) {
         const std::lock_guard lock(mutex_);  // the thread's last step waits until it is listed
         const int fd = connection.get();
+        // A new thread starts with the signal mask of the thread that
+        // creates it. With SIGUSR1 blocked in every worker, a status request
+        // goes to the main thread, interrupts its accept(), and is printed.
+        sigset_t status_signal;
+        sigemptyset(&status_signal);
+        sigaddset(&status_signal, SIGUSR1);
+        sigset_t before;
+        ::pthread_sigmask(SIG_BLOCK, &status_signal, &before);
+        const struct RestoreMask {
+            const sigset_t& mask;
+            ~RestoreMask() { ::pthread_sigmask(SIG_SETMASK, &mask, nullptr); }  // also if std::thread throws
+        } restore{before};
         std::thread thread([this, connection = std::move(connection), serve]() mutable {
             serve(connection.get());
             const std::lock_guard last_step(mutex_);
@@ -118,6 +132,7 @@ int main(int argc, char** argv) {
         return 1;
     }
     install_stop_handlers(listen_fd.get());
+    install_status_handler();  // SIGUSR1: a status line (see Workers::start)
     DescriptorReserve reserve;
     if (!print_ready_line(listen_fd.get())) {
         return 1;
@@ -127,7 +142,13 @@ int main(int argc, char** argv) {
     std::atomic<std::uint64_t> bytes_echoed{0};
     std::uint64_t accepted = 0;
     std::uint64_t threads_started = 0;
+    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
+        print({{accepted, "connections"}, {bytes_echoed.load(), "bytes echoed"}, {threads_started, "threads started"}});
+    };
     while (!stop_requested()) {
+        if (status_requested()) {
+            print_counts(print_status);
+        }
         sockaddr_in peer{};
         unique_fd connection = accept_client(listen_fd.get(), peer, reserve, log);  // blocks
         workers.join_finished();
@@ -151,6 +172,6 @@ int main(int argc, char** argv) {
 
     // Stop: no new connections; end the ones in progress and join their threads.
     workers.stop_all();
-    print_summary({{accepted, "connections"}, {bytes_echoed.load(), "bytes echoed"}, {threads_started, "threads started"}});
+    print_counts(print_summary);
     return 0;
 }

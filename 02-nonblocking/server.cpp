@@ -152,6 +152,7 @@ int main(int argc, char** argv) {
         return 1;
     }
     install_stop_handlers();  // the loop never sleeps long: it sees the flag within a round
+    install_status_handler();  // SIGUSR1: a status line, printed in the next round
     DescriptorReserve reserve;
     if (!print_ready_line(listen_fd.get())) {
         return 1;
@@ -162,7 +163,16 @@ int main(int argc, char** argv) {
     Counters logged;  // what the last once-a-second log line said
     timespec last_log{};
     ::clock_gettime(CLOCK_MONOTONIC, &last_log);
+    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
+        print({{counters.connections, "connections"},
+               {counters.bytes_echoed, "bytes echoed"},
+               {counters.rounds, "rounds"},
+               {counters.eagain, "EAGAIN returns"}});
+    };
     while (!stop_requested()) {
+        if (status_requested()) {
+            print_counts(print_status);
+        }
         ++counters.rounds;
         accept_new_clients(listen_fd.get(), reserve, connections, counters, log);
         for (Connection& connection : connections) {
@@ -192,9 +202,6 @@ int main(int argc, char** argv) {
     }
 
     connections.clear();  // closes every connection
-    print_summary({{counters.connections, "connections"},
-                   {counters.bytes_echoed, "bytes echoed"},
-                   {counters.rounds, "rounds"},
-                   {counters.eagain, "EAGAIN returns"}});
+    print_counts(print_summary);
     return 0;
 }

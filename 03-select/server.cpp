@@ -215,6 +215,9 @@ int main(int argc, char** argv) {
         return 1;
     }
     install_stop_handlers(-1);  // the handler only sets the flag; pselect returns EINTR
+    // SIGUSR1 (a status line) is not blocked: it may interrupt any call, and
+    // if it comes just before pselect, the line waits for the next event.
+    install_status_handler();
     DescriptorReserve reserve;
     if (!print_ready_line(listen_fd.get())) {
         return 1;
@@ -228,7 +231,16 @@ int main(int argc, char** argv) {
 
     std::map<int, Connection> connections;  // by descriptor, in the order select's sets list them
     Counters counters;
+    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
+        print({{counters.connections, "connections"},
+               {counters.bytes_echoed, "bytes echoed"},
+               {counters.select_calls, "select calls"},
+               {counters.refused, "refused connections"}});
+    };
     while (!stop_requested() && !stop_signal_pending()) {
+        if (status_requested()) {
+            print_counts(print_status);
+        }
         // Caveat 2: pselect overwrites the sets it is given with the sets of
         // ready descriptors. Hand it copies and keep the master sets intact.
         fd_set readable = interest.read;
@@ -242,7 +254,7 @@ int main(int argc, char** argv) {
         ++counters.select_calls;
         if (ready_count == -1) {
             if (errno == EINTR) {
-                continue;  // a stop signal: the loop condition sees the flag
+                continue;  // a stop signal or SIGUSR1: the loop looks at both flags
             }
             report_failure("pselect", errno);  // EBADF would be a bug here: a closed fd left in a set
             return 1;
@@ -288,9 +300,6 @@ int main(int argc, char** argv) {
     }
 
     connections.clear();  // closes every connection
-    print_summary({{counters.connections, "connections"},
-                   {counters.bytes_echoed, "bytes echoed"},
-                   {counters.select_calls, "select calls"},
-                   {counters.refused, "refused connections"}});
+    print_counts(print_summary);
     return 0;
 }

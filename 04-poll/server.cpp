@@ -245,6 +245,9 @@ int main(int argc, char** argv) {
     ::sigdelset(&mask_while_waiting, SIGINT);  // even if our parent had them blocked
     ::sigdelset(&mask_while_waiting, SIGTERM);
     install_stop_handlers(-1);  // the handler only sets the flag; ppoll returns EINTR
+    // SIGUSR1 (a status line) is not blocked: it may interrupt any call, and
+    // if it comes just before ppoll, the line waits for the next event.
+    install_status_handler();
     DescriptorReserve reserve;
     if (!print_ready_line(listen_fd.get())) {
         return 1;
@@ -257,16 +260,24 @@ int main(int argc, char** argv) {
     std::vector<pollfd> fds{{listen_fd.get(), POLLIN, 0}};
     std::unordered_map<int, Connection> connections;
     Counters counters;
+    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
+        print({{counters.connections, "connections"},
+               {counters.bytes_echoed, "bytes echoed"},
+               {counters.poll_calls, "poll calls"}});
+    };
     // stop_signal_pending(): a stop signal that came while descriptors were
     // ready at every ppoll() is still pending (see common/server.hpp).
     while (!stop_requested() && !stop_signal_pending()) {
+        if (status_requested()) {
+            print_counts(print_status);
+        }
         ++counters.poll_calls;
         // Sleeps (phase 1) until an entry is ready or a stop signal arrives.
         // No timeout (NULL): nothing else to do meanwhile.
         const int ready_count = ::ppoll(fds.data(), fds.size(), nullptr, &mask_while_waiting);
         if (ready_count == -1) {
             if (errno == EINTR) {
-                continue;  // a stop signal: the loop condition sees the flag
+                continue;  // a stop signal or SIGUSR1: the loop looks at both flags
             }
             report_failure("ppoll", errno);
             return 1;
@@ -313,8 +324,6 @@ int main(int argc, char** argv) {
     }
 
     connections.clear();  // closes every connection
-    print_summary({{counters.connections, "connections"},
-                   {counters.bytes_echoed, "bytes echoed"},
-                   {counters.poll_calls, "poll calls"}});
+    print_counts(print_summary);
     return 0;
 }

@@ -286,6 +286,10 @@ int main(int argc, char** argv) {
     if (!stop_fd) {
         return 1;
     }
+    // SIGUSR1 (a status line) stays an ordinary handler: it interrupts
+    // epoll_wait (EINTR) or any other call. If it comes just before
+    // epoll_wait, the line waits for the next event.
+    install_status_handler();
     // The epoll instance is itself a descriptor. (epoll_create's size
     // argument, still in document 000, is ignored since Linux 2.6.8;
     // epoll_create1 takes flags instead.)
@@ -318,14 +322,23 @@ int main(int argc, char** argv) {
     // lost: they stay on the ready list for the next call.
     std::array<epoll_event, 128> events;
     bool stopping = false;
+    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
+        print({{counters.connections, "connections"},
+               {counters.bytes_echoed, "bytes echoed"},
+               {counters.epoll_wait_calls, "epoll_wait calls"},
+               {counters.events, "events"}});
+    };
     while (!stopping) {
+        if (status_requested()) {
+            print_counts(print_status);
+        }
         ++counters.epoll_wait_calls;
         // Sleeps (phase 1) until the ready list is not empty. -1: no
         // timeout, nothing else to do meanwhile.
         const int ready_count = ::epoll_wait(epoll_fd.get(), events.data(), static_cast<int>(events.size()), -1);
         if (ready_count == -1) {
             if (errno == EINTR) {
-                continue;  // a signal we do not block (e.g. SIGSTOP/SIGCONT under a debugger)
+                continue;  // SIGUSR1, or SIGSTOP/SIGCONT under a debugger: signals we do not block
             }
             report_failure("epoll_wait", errno);
             return 1;
@@ -361,9 +374,6 @@ int main(int argc, char** argv) {
         log("SIG%s: stopping", ::sigabbrev_np(static_cast<int>(signal_info.ssi_signo)));
     }
     connections.clear();  // closes every connection (closing the epoll instance empties its list)
-    print_summary({{counters.connections, "connections"},
-                   {counters.bytes_echoed, "bytes echoed"},
-                   {counters.epoll_wait_calls, "epoll_wait calls"},
-                   {counters.events, "events"}});
+    print_counts(print_summary);
     return 0;
 }

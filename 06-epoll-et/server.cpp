@@ -322,6 +322,7 @@ int main(int argc, char** argv) {
     if (!stop_fd) {
         return 1;
     }
+    install_status_handler();  // SIGUSR1: an ordinary handler, as in 05
     const unique_fd epoll_fd(::epoll_create1(EPOLL_CLOEXEC));
     if (!epoll_fd) {
         report_failure("epoll_create1 EPOLL_CLOEXEC", errno);
@@ -346,7 +347,17 @@ int main(int argc, char** argv) {
     Server server{epoll_fd.get(), settings, log, {}, {}, {}};
     std::array<epoll_event, 128> events;
     bool stopping = false;
+    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
+        print({{server.counters.connections, "connections"},
+               {server.counters.bytes_echoed, "bytes echoed"},
+               {server.counters.epoll_wait_calls, "epoll_wait calls"},
+               {server.counters.events, "events"},
+               {server.counters.turns_yielded, "turns yielded"}});
+    };
     while (!stopping) {
+        if (status_requested()) {
+            print_counts(print_status);
+        }
         ++server.counters.epoll_wait_calls;
         // Sleep only when no connection is waiting for its turn: otherwise
         // just collect new events (timeout 0) and serve both.
@@ -354,7 +365,7 @@ int main(int argc, char** argv) {
         const int ready_count = ::epoll_wait(epoll_fd.get(), events.data(), static_cast<int>(events.size()), timeout);
         if (ready_count == -1) {
             if (errno == EINTR) {
-                continue;  // SIGSTOP/SIGCONT under a debugger; SIGINT/SIGTERM are blocked
+                continue;  // SIGUSR1, or SIGSTOP/SIGCONT under a debugger; SIGINT/SIGTERM are blocked
             }
             report_failure("epoll_wait", errno);
             return 1;
@@ -405,10 +416,6 @@ int main(int argc, char** argv) {
     }
     server.still_readable.clear();
     server.connections.clear();
-    print_summary({{server.counters.connections, "connections"},
-                   {server.counters.bytes_echoed, "bytes echoed"},
-                   {server.counters.epoll_wait_calls, "epoll_wait calls"},
-                   {server.counters.events, "events"},
-                   {server.counters.turns_yielded, "turns yielded"}});
+    print_counts(print_summary);
     return 0;
 }

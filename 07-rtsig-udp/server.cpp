@@ -80,9 +80,11 @@ int main(int argc, char** argv) {
     // pending until sigwaitinfo() takes them, and none is lost in between.
     // Blocked, the I/O signal never interrupts anything and needs no
     // handler; SIGIO too (its default action would kill the process).
+    // SIGUSR1 (a status line) is taken the same way, as one more event.
     sigset_t waited_for = stop_signals();
     ::sigaddset(&waited_for, io_signal);
     ::sigaddset(&waited_for, SIGIO);
+    ::sigaddset(&waited_for, SIGUSR1);
     if (::sigprocmask(SIG_BLOCK, &waited_for, nullptr) == -1) {
         report_failure("sigprocmask SIG_BLOCK", errno);
         return 1;
@@ -116,6 +118,17 @@ int main(int argc, char** argv) {
     // them now, or they would wait for the next datagram's signal.
     echo_until_eagain(socket_fd.get(), counters.echo, log);
 
+    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
+        print({{counters.echo.datagrams, "datagrams echoed"},
+               {counters.echo.bytes, "bytes echoed"},
+               {counters.echo.lost, "echoes lost"},
+               // Lost before we could read them; the kernel counts them (see net.hpp).
+               {datagrams_dropped(socket_fd.get()).value_or(0), "datagrams dropped on arrival"},
+               {counters.io_signals, "real-time signals"},
+               {counters.empty_signals, "signals that found nothing to read"},
+               {counters.overflows, "queue overflows (SIGIO)"},
+               {counters.stale_signals, "queued signals flushed"}});
+    };
     for (;;) {
         siginfo_t info{};
         // Sleeps (phase 1) until one of the signals is pending, and takes
@@ -132,6 +145,10 @@ int main(int argc, char** argv) {
         if (signal == SIGINT || signal == SIGTERM) {
             log("SIG%s: stopping", ::sigabbrev_np(signal));
             break;
+        }
+        if (signal == SIGUSR1) {
+            print_counts(print_status);
+            continue;
         }
         if (signal == SIGIO) {
             // The real-time queue overflowed: some events have no signal.
@@ -163,12 +180,6 @@ int main(int argc, char** argv) {
             static_cast<unsigned long long>(read_count));
     }
 
-    print_summary({{counters.echo.datagrams, "datagrams echoed"},
-                   {counters.echo.bytes, "bytes echoed"},
-                   {counters.echo.lost, "echoes lost"},
-                   {counters.io_signals, "real-time signals"},
-                   {counters.empty_signals, "signals that found nothing to read"},
-                   {counters.overflows, "queue overflows (SIGIO)"},
-                   {counters.stale_signals, "queued signals flushed"}});
+    print_counts(print_summary);
     return 0;
 }

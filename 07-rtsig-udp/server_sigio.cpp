@@ -59,9 +59,12 @@ int main(int argc, char** argv) {
         argc, argv, "UDP echo server driven by SIGIO: the handler sets a flag, the main loop reads.", 8007);
     const EventLog log(options.quiet);
 
-    // SIGIO, SIGINT and SIGTERM are blocked except inside sigsuspend().
+    // SIGIO, SIGINT, SIGTERM and SIGUSR1 (a status line) are blocked
+    // except inside sigsuspend(). Every handler only sets a flag.
+    install_status_handler();  // (it unblocks SIGUSR1: call it before blocking)
     sigset_t blocked = stop_signals();
     ::sigaddset(&blocked, SIGIO);
+    ::sigaddset(&blocked, SIGUSR1);
     sigset_t while_waiting;
     if (::sigprocmask(SIG_BLOCK, &blocked, &while_waiting) == -1) {
         report_failure("sigprocmask SIG_BLOCK", errno);
@@ -70,6 +73,7 @@ int main(int argc, char** argv) {
     ::sigdelset(&while_waiting, SIGIO);  // even if our parent had them blocked
     ::sigdelset(&while_waiting, SIGINT);
     ::sigdelset(&while_waiting, SIGTERM);
+    ::sigdelset(&while_waiting, SIGUSR1);
     install_stop_handlers(-1);  // their handler only sets a flag too
     struct sigaction action {};
     action.sa_handler = on_sigio;
@@ -100,9 +104,19 @@ int main(int argc, char** argv) {
     EchoCounts counts;
     std::uint64_t wakeups = 0;
     echo_until_eagain(socket_fd.get(), counts, log);  // what arrived before O_ASYNC raised nothing
+    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
+        print({{counts.datagrams, "datagrams echoed"},
+               {counts.bytes, "bytes echoed"},
+               {counts.lost, "echoes lost"},
+               {datagrams_dropped(socket_fd.get()).value_or(0), "datagrams dropped on arrival"},
+               {wakeups, "SIGIO wakeups"}});
+    };
     for (;;) {
         while (io_ready == 0 && !stop_requested()) {
             ::sigsuspend(&while_waiting);  // always -1 EINTR: a handler ran
+            if (status_requested()) {
+                print_counts(print_status);
+            }
         }
         if (stop_requested()) {
             break;
@@ -113,9 +127,6 @@ int main(int argc, char** argv) {
         log("SIGIO: %llu datagrams echoed", static_cast<unsigned long long>(read_count));
     }
 
-    print_summary({{counts.datagrams, "datagrams echoed"},
-                   {counts.bytes, "bytes echoed"},
-                   {counts.lost, "echoes lost"},
-                   {wakeups, "SIGIO wakeups"}});
+    print_counts(print_summary);
     return 0;
 }

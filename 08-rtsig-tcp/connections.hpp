@@ -231,7 +231,14 @@ inline void resynchronise(Server& server) {
         events |= connection.pending.empty() ? 0 : POLLOUT;
         fds.push_back({fd, events, 0});
     }
-    if (::poll(fds.data(), fds.size(), 0) == -1) {
+    // Even without a timeout to sleep through, poll fails with EINTR if a
+    // handled signal is pending when it looks (08's server_handler: a stop or
+    // a status request). Skipping the resynchronisation then would lose the
+    // events it is for: ask again.
+    int ready = 0;
+    while ((ready = ::poll(fds.data(), fds.size(), 0)) == -1 && errno == EINTR) {
+    }
+    if (ready == -1) {
         server.log("%s", describe_failure("poll", errno).c_str());
         return;
     }

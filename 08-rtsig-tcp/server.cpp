@@ -49,9 +49,11 @@ int main(int argc, char** argv) {
     const int io_signal = SIGRTMIN + 1;
 
     // Blocked before anything is armed: the signals wait for sigwaitinfo.
+    // SIGUSR1 (a status line) is taken the same way, as one more event.
     sigset_t waited_for = stop_signals();
     ::sigaddset(&waited_for, io_signal);
     ::sigaddset(&waited_for, SIGIO);
+    ::sigaddset(&waited_for, SIGUSR1);
     if (::sigprocmask(SIG_BLOCK, &waited_for, nullptr) == -1) {
         report_failure("sigprocmask SIG_BLOCK", errno);
         return 1;
@@ -70,6 +72,15 @@ int main(int argc, char** argv) {
 
     rtsig::Server server{listen_fd.get(), io_signal, reserve, log, {}, {}};
     rtsig::accept_new_clients(server);  // clients that connected before O_ASYNC raised no signal
+    const rtsig::Counters& counters = server.counters;
+    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
+        print({{counters.connections, "connections"},
+               {counters.bytes_echoed, "bytes echoed"},
+               {counters.io_signals, "real-time signals"},
+               {counters.closed_fd_signals, "signals for closed descriptors"},
+               {counters.overflows, "queue overflows (SIGIO)"},
+               {counters.stale_signals, "queued signals flushed"}});
+    };
     for (;;) {
         siginfo_t info{};
         // Sleeps (phase 1) until a signal is pending; takes it with its siginfo.
@@ -84,6 +95,10 @@ int main(int argc, char** argv) {
         if (signal == SIGINT || signal == SIGTERM) {
             log("SIG%s: stopping", ::sigabbrev_np(signal));
             break;
+        }
+        if (signal == SIGUSR1) {
+            print_counts(print_status);
+            continue;
         }
         if (signal == SIGIO) {
             // Overflow: throw the queued real-time signals away first, then
@@ -105,12 +120,6 @@ int main(int argc, char** argv) {
     }
 
     server.connections.clear();
-    const rtsig::Counters& counters = server.counters;
-    print_summary({{counters.connections, "connections"},
-                   {counters.bytes_echoed, "bytes echoed"},
-                   {counters.io_signals, "real-time signals"},
-                   {counters.closed_fd_signals, "signals for closed descriptors"},
-                   {counters.overflows, "queue overflows (SIGIO)"},
-                   {counters.stale_signals, "queued signals flushed"}});
+    print_counts(print_summary);
     return 0;
 }

@@ -12,7 +12,8 @@
 // the I/O. The pipe is the queue between the two.
 //
 // Every other signal the server cares about becomes a record too: plain
-// SIGIO (the real-time queue overflowed) and SIGINT/SIGTERM (stop). If the
+// SIGIO (the real-time queue overflowed), SIGINT/SIGTERM (stop) and SIGUSR1
+// (a status line). If the
 // pipe itself is full, the handler cannot record the event: it sets a flag,
 // and the main loop resynchronises as for an overflow.
 //
@@ -52,6 +53,7 @@ struct Record {
 };
 constexpr int overflow_marker = -1;  // plain SIGIO: resynchronise
 constexpr int stop_marker = -2;      // SIGINT or SIGTERM
+constexpr int status_marker = -3;    // SIGUSR1
 
 // What the handlers may touch: the pipe's write end (set once before they
 // are installed) and a flag.
@@ -77,6 +79,15 @@ void on_stop(int) {
     stop_was_requested = 1;
     record({stop_marker, 0});  // wakes the main loop (if the pipe has room; if not, it is awake anyway)
 }
+// A status request is a flag too, recorded only when the flag was clear: a
+// storm of SIGUSR1 puts at most one record in the pipe, never fills it.
+volatile sig_atomic_t status_was_requested = 0;
+void on_status(int) {
+    if (status_was_requested == 0) {
+        status_was_requested = 1;
+        record({status_marker, 0});
+    }
+}
 
 bool install(int signal, struct sigaction action) {
     // While a handler runs, the others wait: records never interleave.
@@ -85,6 +96,7 @@ bool install(int signal, struct sigaction action) {
     ::sigaddset(&action.sa_mask, SIGIO);
     ::sigaddset(&action.sa_mask, SIGINT);
     ::sigaddset(&action.sa_mask, SIGTERM);
+    ::sigaddset(&action.sa_mask, SIGUSR1);
     // SA_RESTART: a read() or send() the signal interrupts is restarted,
     // so the main loop never sees EINTR from these handlers.
     action.sa_flags |= SA_RESTART;
@@ -122,8 +134,10 @@ int main(int argc, char** argv) {
     plain_sigio.sa_handler = on_sigio;
     struct sigaction stop {};
     stop.sa_handler = on_stop;
+    struct sigaction status {};
+    status.sa_handler = on_status;
     if (!install(io_signal, with_info) || !install(SIGIO, plain_sigio) || !install(SIGINT, stop) ||
-        !install(SIGTERM, stop)) {
+        !install(SIGTERM, stop) || !install(SIGUSR1, status)) {
         return 1;
     }
 
@@ -140,6 +154,15 @@ int main(int argc, char** argv) {
     rtsig::accept_new_clients(server);  // clients that connected before O_ASYNC raised no signal
     std::array<Record, 256> records;
     bool stopping = false;
+    const rtsig::Counters& counters = server.counters;
+    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
+        print({{counters.connections, "connections"},
+               {counters.bytes_echoed, "bytes echoed"},
+               {counters.io_signals, "real-time signals"},
+               {counters.closed_fd_signals, "signals for closed descriptors"},
+               {counters.overflows, "queue overflows (SIGIO)"},
+               {counters.stale_signals, "queued signals flushed"}});
+    };
     while (!stopping) {
         // Sleeps (phase 1) until a handler has recorded something.
         const ssize_t got = ::read(record_read.get(), records.data(), sizeof records);
@@ -152,9 +175,15 @@ int main(int argc, char** argv) {
         }
         bool resynchronise = records_lost != 0;
         stopping = stop_was_requested != 0;
+        if (status_was_requested != 0) {
+            status_was_requested = 0;  // its record, in this read or a later one, is only a wake-up
+            print_counts(print_status);
+        }
         for (const Record& event : std::span(records).first(static_cast<std::size_t>(got) / sizeof(Record))) {
             if (event.fd == stop_marker) {
                 stopping = true;
+            } else if (event.fd == status_marker) {
+                continue;  // printed above, from the flag
             } else if (event.fd == overflow_marker) {
                 ++server.counters.overflows;
                 resynchronise = true;
@@ -193,12 +222,6 @@ int main(int argc, char** argv) {
 
     log("stopping");
     server.connections.clear();
-    const rtsig::Counters& counters = server.counters;
-    print_summary({{counters.connections, "connections"},
-                   {counters.bytes_echoed, "bytes echoed"},
-                   {counters.io_signals, "real-time signals"},
-                   {counters.closed_fd_signals, "signals for closed descriptors"},
-                   {counters.overflows, "queue overflows (SIGIO)"},
-                   {counters.stale_signals, "queued signals flushed"}});
+    print_counts(print_summary);
     return 0;
 }

@@ -265,6 +265,9 @@ int main(int argc, char** argv) {
     ::sigdelset(&mask_while_waiting, SIGINT);
     ::sigdelset(&mask_while_waiting, SIGTERM);
     install_stop_handlers(-1);  // the handler sets a flag; io_pgetevents returns EINTR
+    // SIGUSR1 (a status line) is not blocked: it may interrupt any call, and
+    // if it comes just before io_pgetevents, the line waits for the next event.
+    install_status_handler();
     Server server{0, max_events, log, {}, {}, {}};
     if (io_setup(max_events, &server.context) == -1) {
         // EAGAIN: all AIO contexts together may hold /proc/sys/fs/aio-max-nr requests.
@@ -285,16 +288,26 @@ int main(int argc, char** argv) {
 
     std::vector<io_event> events(128);
     bool failed = false;
+    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
+        print({{server.counters.connections, "connections"},
+               {server.counters.bytes_echoed, "bytes echoed"},
+               {server.counters.submit_calls, "io_submit calls"},
+               {server.counters.getevents_calls, "io_pgetevents calls"},
+               {server.counters.completions, "completions"}});
+    };
     // stop_signal_pending(): as with ppoll, a stop signal is delivered in
     // io_pgetevents only when it would sleep (see common/server.hpp).
     while (!stop_requested() && !stop_signal_pending()) {
+        if (status_requested()) {
+            print_counts(print_status);
+        }
         ++server.counters.getevents_calls;
         // Sleeps (phase 1) until at least one poll request has completed.
         const int completed = io_pgetevents(server.context, 1, static_cast<long>(events.size()), events.data(),
                                             nullptr, &mask_while_waiting);
         if (completed == -1) {
             if (errno == EINTR) {
-                continue;  // a stop signal: the loop condition sees it
+                continue;  // a stop signal or SIGUSR1: the loop looks at both flags
             }
             report_failure("io_pgetevents", errno);
             failed = true;
@@ -335,10 +348,6 @@ int main(int argc, char** argv) {
     // Cancels the poll requests still in flight, before their sockets close.
     io_destroy(server.context);
     server.connections.clear();
-    print_summary({{server.counters.connections, "connections"},
-                   {server.counters.bytes_echoed, "bytes echoed"},
-                   {server.counters.submit_calls, "io_submit calls"},
-                   {server.counters.getevents_calls, "io_pgetevents calls"},
-                   {server.counters.completions, "completions"}});
+    print_counts(print_summary);
     return failed ? 1 : 0;
 }

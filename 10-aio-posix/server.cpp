@@ -214,13 +214,23 @@ int main(int argc, char** argv) {
     // SIGEV_THREAD notification threads do not: the handler may run in
     // one of them, and shutdown() works from any thread.)
     install_stop_handlers(listen_fd.get());
+    install_status_handler();  // SIGUSR1: a status line, printed when accept4 returns EINTR
     DescriptorReserve reserve;
     if (!print_ready_line(listen_fd.get())) {
         return 1;
     }
 
     Server server{log, {}, {}, {}, {}, {}, {}, {}};
+    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
+        print({{server.accepted.load(), "connections"},
+               {server.bytes_echoed.load(), "bytes echoed"},
+               {server.reads.load(), "aio_read calls"},
+               {server.writes.load(), "aio_write calls"}});
+    };
     while (!stop_requested()) {
+        if (status_requested()) {
+            print_counts(print_status);
+        }
         sockaddr_in peer{};
         socklen_t peer_length = sizeof peer;
         unique_fd fd(::accept4(listen_fd.get(), reinterpret_cast<sockaddr*>(&peer), &peer_length, SOCK_CLOEXEC));
@@ -231,7 +241,7 @@ int main(int argc, char** argv) {
             if (errno != EINTR && errno != EINVAL && errno != ECONNABORTED && errno != EMFILE && errno != ENFILE) {
                 log("%s", describe_failure("accept", errno).c_str());
             }
-            continue;  // EINTR/EINVAL: a stop signal; the loop condition sees it
+            continue;  // EINTR/EINVAL: a stop signal or SIGUSR1; the loop looks at both flags
         }
         ++server.accepted;
         log("accepted %s on fd %d", format_address(peer).c_str(), fd.get());
@@ -259,9 +269,6 @@ int main(int argc, char** argv) {
         }
         server.all_closed.wait(lock, [&server] { return server.connections.empty(); });
     }
-    print_summary({{server.accepted.load(), "connections"},
-                   {server.bytes_echoed.load(), "bytes echoed"},
-                   {server.reads.load(), "aio_read calls"},
-                   {server.writes.load(), "aio_write calls"}});
+    print_counts(print_summary);
     return 0;
 }

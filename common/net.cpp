@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
+#include <linux/sock_diag.h>
 #include <sys/socket.h>
 
 #include <charconv>
@@ -156,6 +157,16 @@ unique_fd bind_udp(std::string_view host, std::uint16_t port, int socket_flags) 
         return unique_fd{};
     }
     return fd;
+}
+
+std::optional<std::uint64_t> datagrams_dropped(int fd) {
+    std::uint32_t memory_info[SK_MEMINFO_VARS] = {};
+    socklen_t length = sizeof memory_info;
+    if (::getsockopt(fd, SOL_SOCKET, SO_MEMINFO, memory_info, &length) == -1 ||
+        length <= SK_MEMINFO_DROPS * sizeof memory_info[0]) {
+        return std::nullopt;
+    }
+    return memory_info[SK_MEMINFO_DROPS];
 }
 
 }  // namespace iomodels

@@ -45,4 +45,10 @@ unique_fd connect_tcp(std::string_view host, std::uint16_t port);
 // socket(SOCK_DGRAM) + bind.
 unique_fd bind_udp(std::string_view host, std::uint16_t port, int socket_flags = 0);
 
+// How many datagrams the kernel has dropped on arrival at this socket
+// because its receive queue was full (getsockopt SO_MEMINFO, the count that
+// `ss -uam` shows as "d"). UDP loses them silently: the sender is not told,
+// and the receiver only learns it by asking. nullopt: getsockopt failed.
+std::optional<std::uint64_t> datagrams_dropped(int fd);
+
 }  // namespace iomodels

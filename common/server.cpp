@@ -21,6 +21,7 @@ namespace {
 volatile sig_atomic_t stop_flag = 0;
 volatile sig_atomic_t listen_fd_to_shut = -1;
 volatile sig_atomic_t connection_fd_to_shut = -1;
+volatile sig_atomic_t status_flag = 0;
 
 void on_stop_signal(int) {
     const int saved_errno = errno;  // a handler must not change errno under the code it interrupted
@@ -32,6 +33,21 @@ void on_stop_signal(int) {
         ::shutdown(connection_fd_to_shut, SHUT_RDWR);  // a blocked recv() returns 0
     }
     errno = saved_errno;
+}
+
+void on_status_signal(int) { status_flag = 1; }
+
+void print_counts(std::string_view label, std::initializer_list<Count> counts) {
+    std::string line = std::string(program_name()) + ": " + std::string(label) + ":";
+    const char* separator = " ";
+    for (const Count& count : counts) {
+        line += separator;
+        line += std::to_string(count.value);
+        line += ' ';
+        line += count.what;
+        separator = ", ";
+    }
+    std::fprintf(stderr, "%s\n", line.c_str());
 }
 
 }  // namespace
@@ -64,18 +80,9 @@ void EventLog::operator()(const char* format, ...) const {
     std::fprintf(stderr, "%s\n", line);
 }
 
-void print_summary(std::initializer_list<Count> counts) {
-    std::string line = std::string(program_name()) + ": summary:";
-    const char* separator = " ";
-    for (const Count& count : counts) {
-        line += separator;
-        line += std::to_string(count.value);
-        line += ' ';
-        line += count.what;
-        separator = ", ";
-    }
-    std::fprintf(stderr, "%s\n", line.c_str());
-}
+void print_summary(std::initializer_list<Count> counts) { print_counts("summary", counts); }
+
+void print_status(std::initializer_list<Count> counts) { print_counts("status", counts); }
 
 DescriptorReserve::DescriptorReserve() : spare_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {}
 
@@ -114,6 +121,26 @@ void install_stop_handlers(int listen_fd) {
 void shut_down_on_stop(int connection_fd) noexcept { connection_fd_to_shut = connection_fd; }
 
 bool stop_requested() noexcept { return stop_flag != 0; }
+
+void install_status_handler() {
+    struct sigaction action {};
+    action.sa_handler = on_status_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = 0;  // no SA_RESTART, as for the stop signals
+    ::sigaction(SIGUSR1, &action, nullptr);
+    sigset_t status_signal;
+    sigemptyset(&status_signal);
+    sigaddset(&status_signal, SIGUSR1);
+    ::sigprocmask(SIG_UNBLOCK, &status_signal, nullptr);  // even if our parent had it blocked
+}
+
+bool status_requested() noexcept {
+    if (status_flag == 0) {
+        return false;
+    }
+    status_flag = 0;  // a request that lands between the test and here is merged into this one
+    return true;
+}
 
 bool stop_signal_pending() noexcept {
     sigset_t pending;

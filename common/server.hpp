@@ -1,7 +1,8 @@
 // What every echo server prints and how it stops (CONTRACT.md):
 // - the ready line on stdout: "listening on 127.0.0.1:PORT";
 // - per-event log lines on stderr, silenced by --quiet;
-// - SIGINT/SIGTERM: stop, then one summary line on stderr, exit 0.
+// - SIGINT/SIGTERM: stop, then one summary line on stderr, exit 0;
+// - SIGUSR1: one status line on stderr (the summary's counts so far), go on.
 #pragma once
 
 #include <netinet/in.h>
@@ -43,6 +44,10 @@ struct Count {
 // "server: summary: 3 connections, 1536 bytes echoed, 3 children forked"
 void print_summary(std::initializer_list<Count> counts);
 
+// "server: status: 3 connections, 1536 bytes echoed, 3 children forked":
+// the same counts, printed while the server runs (on SIGUSR1).
+void print_status(std::initializer_list<Count> counts);
+
 // A spare descriptor for when the process runs out of descriptors. Without
 // it, accept() fails with EMFILE at once, again and again, while the client
 // stays queued: a busy loop. With it, the server closes the spare, accepts
@@ -83,6 +88,19 @@ void install_stop_handlers(int listen_fd = -1);
 void shut_down_on_stop(int connection_fd) noexcept;
 
 bool stop_requested() noexcept;
+
+// SIGUSR1 asks for a status line, as `kill -USR1` asks dd(1) for its
+// progress. The handler only sets a flag, and is installed without
+// SA_RESTART like the stop handler: whatever blocking call it interrupts
+// (accept, recv, send, epoll_wait, sigwaitinfo ...) fails with EINTR, and
+// the code around that call must retry it without losing a byte. The loop
+// prints the line when it next comes round; a request that arrives just
+// before it goes to sleep waits for the next event. Install it before the
+// ready line: SIGUSR1's default action is to terminate the process.
+void install_status_handler();
+
+// True once for every time the flag was set (it is cleared): print then.
+bool status_requested() noexcept;
 
 // True if SIGINT or SIGTERM is pending while blocked. A server that keeps
 // the stop signals blocked except inside pselect/ppoll needs this too: Linux

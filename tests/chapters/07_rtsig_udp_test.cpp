@@ -4,11 +4,15 @@
 
 #include <sys/socket.h>
 
+#include <atomic>
+#include <cstdint>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "catch.hpp"
+#include "common/net.hpp"
 #include "harness/harness.hpp"
 #include "harness/strace.hpp"
 
@@ -20,6 +24,30 @@ namespace {
 const std::vector<std::string> servers{RTSIG_UDP_SERVER, RTSIG_UDP_SERVER_SIGIO};
 
 std::string name_of(const std::string& path) { return path.substr(path.rfind('/') + 1); }
+
+// Where each server sleeps between signals: asleep there, it has read its
+// socket until EAGAIN and no signal is pending, so every echo is sent.
+std::string wait_call_of(const std::string& path) {
+    return path == RTSIG_UDP_SERVER ? "sigtimedwait" : "sigsuspend";
+}
+
+// Datagram `number` of burst client `client`: a header that names it, then
+// 100 to 1499 pseudo-random bytes, NULs included.
+std::string burst_datagram(int client, int number) {
+    const std::string header = std::to_string(client) + "/" + std::to_string(number) + ":";
+    return header + random_bytes(100 + static_cast<std::size_t>(number * 7 % 1400),
+                                 static_cast<std::uint32_t>(client * 100000 + number));
+}
+
+// What one burst client saw. Counted in its thread, checked by the test.
+struct BurstClient {
+    unique_fd socket;
+    int sent = 0;
+    int echoed = 0;      // echoes identical to a datagram this client sent
+    int wrong = 0;       // anything else: changed bytes, another's datagram
+    int duplicates = 0;  // an echo of the same datagram twice
+    std::uint64_t dropped = 0;  // echoes the kernel dropped at this socket (queue full)
+};
 
 }  // namespace
 
@@ -77,6 +105,120 @@ TEST_CASE("UDP: 1000 datagrams from 10 clients at once are all echoed") {
         }
         const std::string summary = stop_server(server);
         CHECK(summary_count(summary, "datagrams echoed") == clients * per_client);
+    }
+}
+
+TEST_CASE("UDP: a burst of 10000 datagrams from 20 clients: echoes are byte-identical and every loss is counted") {
+    constexpr int client_count = 20, per_client = 500;
+    for (const std::string& path : servers) {
+        // Sent while the server is stopped (SIGSTOP), the burst overflows
+        // its receive queue for certain; sent while it runs, it may.
+        for (const bool stopped : {true, false}) {
+            INFO(name_of(path) << (stopped ? ", burst sent while the server is stopped" : ", burst sent while it runs"));
+            Server server = start_server(path, {"--quiet"});
+            std::vector<BurstClient> clients(client_count);
+            for (BurstClient& client : clients) {
+                client.socket = udp_socket_to(server.port);
+            }
+            REQUIRE(eventually([&] { return sleeping_in(server.process.pid(), wait_call_of(path)); }));
+            if (stopped) {
+                suspend_process(server.process.pid());
+            }
+            std::vector<std::thread> senders;
+            for (int c = 0; c < client_count; ++c) {
+                senders.emplace_back([&clients, c] {
+                    for (int n = 0; n < per_client; ++n) {
+                        const std::string datagram = burst_datagram(c, n);
+                        clients[c].sent += ::send(clients[c].socket.get(), datagram.data(), datagram.size(), 0) ==
+                                           static_cast<ssize_t>(datagram.size());
+                    }
+                });
+            }
+            for (std::thread& sender : senders) {
+                sender.join();
+            }
+            if (stopped) {
+                resume_process(server.process.pid());
+            }
+            // Asleep again: the server has read everything it was given and
+            // sent every echo it could. Now collect them.
+            REQUIRE(eventually([&] { return sleeping_in(server.process.pid(), wait_call_of(path)); }, 20s));
+            int sent = 0, echoed = 0, wrong = 0, duplicates = 0;
+            std::uint64_t client_drops = 0;
+            for (int c = 0; c < client_count; ++c) {
+                BurstClient& client = clients[c];
+                std::set<int> seen;
+                std::string echo(65536, '\0');
+                for (;;) {
+                    const ssize_t got = ::recv(client.socket.get(), echo.data(), echo.size(), MSG_DONTWAIT);
+                    if (got < 0) {
+                        break;  // EAGAIN: this client's queue is empty
+                    }
+                    const std::string datagram = echo.substr(0, static_cast<std::size_t>(got));
+                    const std::size_t slash = datagram.find('/');
+                    const int number = slash == std::string::npos ? -1 : std::atoi(datagram.c_str() + slash + 1);
+                    if (number < 0 || number >= per_client || datagram != burst_datagram(c, number)) {
+                        ++client.wrong;
+                    } else if (!seen.insert(number).second) {
+                        ++client.duplicates;
+                    } else {
+                        ++client.echoed;
+                    }
+                }
+                client.dropped = iomodels::datagrams_dropped(client.socket.get()).value_or(0);
+                sent += client.sent;
+                echoed += client.echoed;
+                wrong += client.wrong;
+                duplicates += client.duplicates;
+                client_drops += client.dropped;
+            }
+            const std::string summary = stop_server(server);
+            const std::uint64_t server_drops = summary_count(summary, "datagrams dropped on arrival").value_or(99999);
+            const std::uint64_t echoes_lost = summary_count(summary, "echoes lost").value_or(99999);
+            INFO(summary);
+            INFO(sent << " sent, " << echoed << " echoes received, " << server_drops
+                      << " dropped at the server's socket, " << echoes_lost << " echoes the server could not send, "
+                      << client_drops << " echoes dropped at the clients' sockets");
+            CHECK(sent == client_count * per_client);
+            CHECK(wrong == 0);
+            CHECK(duplicates == 0);
+            CHECK(echoed > 0);
+            // Nothing vanished: each datagram was echoed and received, or
+            // its loss was counted where it happened.
+            CHECK(static_cast<std::uint64_t>(sent) ==
+                  static_cast<std::uint64_t>(echoed) + server_drops + echoes_lost + client_drops);
+            CHECK(summary_count(summary, "datagrams echoed") == static_cast<std::uint64_t>(echoed) + client_drops);
+            if (stopped) {
+                CHECK(server_drops > 0);  // a stopped server's queue holds far fewer than 10000
+            }
+        }
+    }
+}
+
+TEST_CASE("UDP: a storm of SIGUSR1 status requests loses no datagram") {
+    for (const std::string& path : servers) {
+        INFO(name_of(path));
+        Server server = start_server(path, {"--quiet"});
+        unique_fd client = udp_socket_to(server.port);
+        std::atomic<bool> done{false};
+        std::thread storm([&] {
+            while (!done) {
+                server.process.signal(SIGUSR1);
+                std::this_thread::sleep_for(20us);
+            }
+        });
+        int echoed = 0;
+        for (int i = 0; i < 2000; ++i) {
+            const std::string datagram = random_bytes(1 + static_cast<std::size_t>(i), static_cast<std::uint32_t>(i));
+            echoed += udp_echo(client.get(), datagram) == datagram;
+        }
+        done = true;
+        storm.join();
+        CHECK(echoed == 2000);
+        REQUIRE(server.process.running());
+        const std::string summary = stop_server(server);
+        CHECK(summary_count(summary, "datagrams echoed") == 2000);
+        CHECK(server.process.stderr_text().find(name_of(path) + ": status: ") != std::string::npos);
     }
 }
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -298,6 +299,55 @@ TEST_CASE("a client that half-closes and then resets while the server writes doe
     CHECK(echo.received == "still there?");
     CHECK(server.process.running());
     stop_server(server);
+}
+
+// The last "PROGRAM: status: ..." line the server printed, or "".
+std::string last_status_line(const Server& server) {
+    const std::string text = server.process.stderr_text();
+    const std::size_t at = text.rfind(program() + ": status: ");
+    return at == std::string::npos ? std::string() : text.substr(at, text.find('\n', at) - at);
+}
+
+TEST_CASE("a storm of SIGUSR1 status requests while it echoes 8 MiB loses no byte") {
+    Server server = start();
+    const std::string payload = random_bytes(8 << 20, 31);
+    unique_fd client = connect_to(server.port);
+    REQUIRE(client.valid());
+    // The storm: a SIGUSR1 every 20 us for as long as the echo runs. Each
+    // one runs the server's handler and interrupts the call it is in
+    // (accept, recv, send, epoll_wait ...) with EINTR, or is taken as an
+    // event by the signal-driven servers.
+    std::atomic<bool> echo_done{false};
+    std::uint64_t signals_sent = 0;
+    std::thread storm([&] {
+        while (!echo_done) {
+            server.process.signal(SIGUSR1);
+            ++signals_sent;
+            std::this_thread::sleep_for(20us);
+        }
+    });
+    const Exchange echo = exchange(client.get(), payload, random_chunks(payload.size(), 60000, 32), true);
+    echo_done = true;
+    storm.join();
+    INFO(signals_sent << " SIGUSR1 sent during the echo");
+    CHECK_FALSE(echo.timed_out);
+    CHECK(echo.error == 0);
+    CHECK(echo.received.size() == payload.size());
+    CHECK(echo.received == payload);  // byte for byte
+    CHECK(echo.eof);
+    REQUIRE(server.process.running());
+    CHECK(last_status_line(server) != "");
+
+    // Idle now: one more request, and the status line shows every byte.
+    client.reset();
+    const bool counted = eventually([&] {
+        server.process.signal(SIGUSR1);
+        return summary_count(last_status_line(server), "bytes echoed") == payload.size();
+    });
+    INFO("last status line: " << last_status_line(server));
+    CHECK(counted);
+    const std::string summary = stop_server(server);
+    CHECK(summary_count(summary, "bytes echoed") == payload.size());
 }
 
 TEST_CASE("500 idle peers that sent one byte each do not hold up an active client") {

@@ -171,3 +171,29 @@ TEST_CASE("bind_udp gives a socket that receives a datagram sent to its own addr
     CHECK(::recv(socket_fd.get(), received, sizeof received, 0) == static_cast<ssize_t>(sizeof datagram));
     CHECK(std::string(received, sizeof datagram) == std::string(datagram, sizeof datagram));
 }
+
+TEST_CASE("datagrams_dropped counts the datagrams a full receive queue turned away") {
+    const unique_fd receiver = bind_udp("127.0.0.1", 0, SOCK_NONBLOCK);
+    REQUIRE(receiver.valid());
+    CHECK(datagrams_dropped(receiver.get()) == 0u);
+    const int small = 4096;  // the kernel doubles it; a few datagrams fill it
+    REQUIRE(::setsockopt(receiver.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small) == 0);
+    const auto address = local_address(receiver.get());
+    REQUIRE(address.has_value());
+    const unique_fd sender = bind_udp("127.0.0.1", 0);
+    const std::string datagram(1000, 'd');
+    constexpr int sent = 100;
+    for (int i = 0; i < sent; ++i) {
+        // Loopback delivers (or drops) in sendto itself: no datagram is in flight after it.
+        REQUIRE(::sendto(sender.get(), datagram.data(), datagram.size(), 0,
+                         reinterpret_cast<const sockaddr*>(&*address), sizeof *address) == 1000);
+    }
+    int received = 0;
+    char buffer[2000];
+    while (::recv(receiver.get(), buffer, sizeof buffer, 0) == 1000) {
+        ++received;
+    }
+    CHECK(received > 0);
+    CHECK(received < sent);
+    CHECK(datagrams_dropped(receiver.get()) == static_cast<std::uint64_t>(sent - received));
+}

@@ -133,7 +133,28 @@ TEST_CASE("print_summary with no counts prints the bare summary label") {
     CHECK(err == std::string(program_name()) + ": summary:\n");
 }
 
+TEST_CASE("print_status prints the same counts with the status label") {
+    const std::string err = output_of(stderr, [] { print_status({{3, "connections"}, {1536, "bytes echoed"}}); });
+    CHECK(err == std::string(program_name()) + ": status: 3 connections, 1536 bytes echoed\n");
+}
+
 // The signal tests: last, see the comment at the top.
+
+TEST_CASE("SIGUSR1 after install_status_handler sets the status flag once, and does not restart calls") {
+    struct sigaction before {};
+    REQUIRE(::sigaction(SIGUSR1, nullptr, &before) == 0);
+    install_status_handler();
+    struct sigaction installed {};
+    REQUIRE(::sigaction(SIGUSR1, nullptr, &installed) == 0);
+    CHECK(installed.sa_handler != SIG_DFL);
+    CHECK((installed.sa_flags & SA_RESTART) == 0);  // so a blocked call returns EINTR
+    CHECK_FALSE(status_requested());
+    REQUIRE(::raise(SIGUSR1) == 0);
+    REQUIRE(::raise(SIGUSR1) == 0);
+    CHECK(status_requested());
+    CHECK_FALSE(status_requested());  // cleared: two requests before a look are one line
+    ::sigaction(SIGUSR1, &before, nullptr);
+}
 
 TEST_CASE("SIGTERM after install_stop_handlers sets stop_requested and makes accept fail with EINVAL at once") {
     // Non-blocking: if the handler did not shut the socket down, accept
