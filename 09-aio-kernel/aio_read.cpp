@@ -113,8 +113,8 @@ int main(int argc, char** argv) {
               return true;
           }}},
         [&path](std::string_view operand) {
-            if (!path.empty()) {
-                return false;
+            if (!path.empty() || operand.empty()) {
+                return false;  // a second FILE, or an empty one
             }
             path = operand;
             return true;
@@ -129,20 +129,36 @@ int main(int argc, char** argv) {
     }
 
     const Alignment alignment = direct_io_alignment(path);
-    std::printf("direct I/O alignment of %s: buffer %zu, offset and length %zu (%s)\n", path.c_str(),
-                alignment.memory, alignment.offset, alignment.from_statx ? "statx STATX_DIOALIGN" : "assumed");
     bool direct = true;
     unique_fd fd(::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
     if (!fd && errno == EINVAL) {
-        std::printf("open %s with O_DIRECT: %s: this file system does not do direct I/O; reading buffered, so "
-                    "io_submit will do the read itself, synchronously\n",
-                    path.c_str(), describe_failure("open", EINVAL).c_str());
+        // EINVAL: no direct I/O here (or FILE is a directory: the fstat
+        // below tells). Read buffered.
         direct = false;
         fd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     }
     if (!fd) {
         report_failure("open " + path, errno);
         return 1;
+    }
+    // A directory opens without O_DIRECT but cannot be read: say so, rather
+    // than blame the file system and let io_submit fail with EINVAL.
+    struct stat info {};
+    if (::fstat(fd.get(), &info) == -1) {
+        report_failure("fstat " + path, errno);
+        return 1;
+    }
+    if (S_ISDIR(info.st_mode)) {
+        std::fprintf(stderr, "%s: %s: is a directory\n", program_name(), path.c_str());
+        return 1;
+    }
+    // FILE can be read: now what statx and open told.
+    std::printf("direct I/O alignment of %s: buffer %zu, offset and length %zu (%s)\n", path.c_str(),
+                alignment.memory, alignment.offset, alignment.from_statx ? "statx STATX_DIOALIGN" : "assumed");
+    if (!direct) {
+        std::printf("open %s with O_DIRECT: %s: this file system does not do direct I/O; reading buffered, so "
+                    "io_submit will do the read itself, synchronously\n",
+                    path.c_str(), describe_failure("open", EINVAL).c_str());
     }
 
     // Aligned memory: aligned_alloc wants the size to be a multiple of the

@@ -50,8 +50,12 @@ int main(int argc, char** argv) {
         "request, and reports its result.",
         {},
         [&](std::string_view operand) {
-            (path.empty() ? path : words.emplace_back()) = operand;
-            return !operand.empty();
+            if (path.empty()) {
+                path = operand;
+                return !path.empty();  // an empty FILE; an empty MESSAGE word is a word, as for echo(1)
+            }
+            words.emplace_back(operand);
+            return true;
         },
         "FILE",
         "",
