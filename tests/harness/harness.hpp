@@ -246,6 +246,24 @@ std::string output_of(std::FILE* stream, const std::function<void()>& action);
 // (SKIP_RETURN_CODE): for what this machine cannot do, never for a failure.
 [[noreturn]] void skip_test(std::string_view why);
 
+// The tsan preset builds every program and test with ThreadSanitizer.
+#if defined(__SANITIZE_THREAD__)
+constexpr bool thread_sanitizer = true;
+#else
+constexpr bool thread_sanitizer = false;
+#endif
+// Threads the sanitizer adds to a program: ThreadSanitizer starts one
+// background thread of its own with the program's first pthread_create
+// (and in a forked child). Thread counts allow for it.
+constexpr int sanitizer_threads = thread_sanitizer ? 1 : 0;
+// glibc runs POSIX AIO requests, and calls their SIGEV_THREAD notification
+// functions, in threads it creates internally, past ThreadSanitizer's
+// pthread_create interceptor: the notification's malloc in such a thread
+// finds no sanitizer state and crashes (upstream: llvm/llvm-project issue
+// 109742). Under ThreadSanitizer, a test of a program that asks for
+// SIGEV_THREAD is skipped, saying so.
+void skip_if_sigev_thread_under_thread_sanitizer();
+
 // Raises this process's soft RLIMIT_NOFILE to at least `wanted` (a test that
 // holds thousands of connections); skips the test if the hard limit is lower.
 void raise_descriptor_limit_or_skip(unsigned long wanted);
