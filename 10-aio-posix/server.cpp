@@ -22,7 +22,8 @@
 // both). A read on an idle connection blocks its thread for as long as the
 // client is silent. glibc starts at most 20 such threads unless told
 // otherwise: the 21st idle connection's read waits for a free thread, and
-// that client is not served at all. aio_init() sets the number (--threads).
+// that client is not served at all. aio_init() sets the number (--threads),
+// and the server refuses a connection when that many are open.
 //
 // usage: server [PORT] [--host ADDR] [--quiet] [--threads N]   (PORT 8010; 0: any free port)
 //
@@ -79,6 +80,7 @@ struct Server {
     std::condition_variable all_closed;  // signalled when `connections` becomes empty
     std::unordered_map<Connection*, std::unique_ptr<Connection>> connections;
     std::atomic<std::uint64_t> accepted{0}, bytes_echoed{0}, reads{0}, writes{0};
+    std::uint64_t refused = 0;  // main thread only
 };
 
 void on_read_done(sigval value);
@@ -184,7 +186,7 @@ int main(int argc, char** argv) {
     int threads = 1024;
     const ServerOptions options = parse_server_options_or_exit(
         argc, argv, "echo server on POSIX AIO: aio_read, aio_write, SIGEV_THREAD completions.", 8010,
-        {{"--threads", "N", "glibc's AIO threads, the most connections served at once (aio_init; default 1024)",
+        {{"--threads", "N", "glibc's AIO threads, the most connections served at once; more are refused (aio_init; default 1024)",
           [&threads](std::string_view value) {
               const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), threads);
               return error == std::errc{} && end == value.data() + value.size() && threads >= 1 && threads <= 16384;
@@ -225,7 +227,8 @@ int main(int argc, char** argv) {
         print({{server.accepted.load(), "connections"},
                {server.bytes_echoed.load(), "bytes echoed"},
                {server.reads.load(), "aio_read calls"},
-               {server.writes.load(), "aio_write calls"}});
+               {server.writes.load(), "aio_write calls"},
+               {server.refused, "refused connections"}});
     };
     while (!stop_requested()) {
         if (status_requested()) {
@@ -244,6 +247,22 @@ int main(int argc, char** argv) {
             continue;  // EINTR/EINVAL: a stop signal or SIGUSR1; the loop looks at both flags
         }
         ++server.accepted;
+        // Each connection's request holds one of glibc's threads, for as
+        // long as its client is silent. With every thread held, the next
+        // connection's aio_read would wait in glibc's queue and its client
+        // would not be served at all. Refuse it instead, as a server out of
+        // descriptors does: the client sees the connection closed at once.
+        std::size_t open_connections = 0;
+        {
+            const std::lock_guard lock(server.mutex);
+            open_connections = server.connections.size();
+        }
+        if (open_connections >= static_cast<std::size_t>(threads)) {
+            ++server.refused;
+            log("refused %s: %zu connections hold all %d AIO threads (--threads)", format_address(peer).c_str(),
+                open_connections, threads);
+            continue;  // `fd` closes here
+        }
         log("accepted %s on fd %d", format_address(peer).c_str(), fd.get());
         auto connection = std::make_unique<Connection>();
         connection->server = &server;

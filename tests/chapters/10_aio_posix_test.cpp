@@ -177,24 +177,31 @@ TEST_CASE("strace -f: glibc's helper threads do the pread64 and pwrite64, not th
     CHECK(trace.calls_named("fsync").size() == 1);  // aio_fsync(O_SYNC)
 }
 
-TEST_CASE("server: with glibc's 20 threads the 21st idle connection starves a client, --threads lifts it") {
+TEST_CASE("server: with glibc's 20 threads a 21st connection is refused, not starved, and --threads lifts it") {
     skip_if_sigev_thread_under_thread_sanitizer();
     // 20 idle connections: each one's aio_read blocks a glibc thread.
-    Server starved = start_server(AIO_POSIX_SERVER, {"--quiet", "--threads", "20"});
-    const pid_t pid = starved.process.pid();
+    Server full = start_server(AIO_POSIX_SERVER, {"--threads", "20"});
+    const pid_t pid = full.process.pid();
     std::vector<unique_fd> idle;
     for (int i = 0; i < 20; ++i) {
-        idle.push_back(connect_to(starved.port));
+        idle.push_back(connect_to(full.port));
     }
     REQUIRE(eventually([&] { return resources_of(pid).threads >= 21; }));  // main + 20 busy in read()
-    unique_fd active = connect_to(starved.port);
-    REQUIRE(::send(active.get(), "hello", 5, MSG_NOSIGNAL) == 5);
-    CHECK_FALSE(readable_within(active.get(), 1s));  // its read waits for a thread: no echo
-    idle.front().reset();                            // one idle client leaves: its thread is free
-    CHECK(receive_up_to(active.get(), 5, 5s) == "hello");
-    active.reset();
+    // A 21st connection's read would wait for a thread for as long as the
+    // others are silent: the server closes it at once instead, and says so.
+    unique_fd refused = connect_to(full.port);
+    REQUIRE(readable_within(refused.get(), 5s));
+    char byte = 0;
+    CHECK(::recv(refused.get(), &byte, 1, 0) <= 0);  // closed (EOF, or a reset), nothing echoed
+    CHECK(full.process.stderr_text().find("connections hold all 20 AIO threads (--threads)") != std::string::npos);
+    // One idle client leaves: its connection closes, and a new client is served.
+    idle.front().reset();
+    REQUIRE(eventually([&] { return full.process.stderr_text().find("end of file from") != std::string::npos; }));
+    CHECK(echo_once(full.port, "hello", 5s).received == "hello");
     idle.clear();
-    stop_server(starved);
+    const std::string full_summary = stop_server(full);
+    CHECK(summary_count(full_summary, "refused connections") == 1);
+    CHECK(summary_count(full_summary, "connections") == 22);
 
     // The default, 1024 threads: 50 idle connections and the active one is served at once.
     Server server = start_server(AIO_POSIX_SERVER, {"--quiet"});
