@@ -3,8 +3,9 @@
 #
 # For each chapter directory in BUILD_DIR it starts the chapter's servers on
 # port 0, reads each ready line ("listening on 127.0.0.1:PORT"), runs a
-# client or a demo against it, prints what happened, and stops the server
-# with SIGTERM, showing its exit status and its summary line. It only ever
+# client or a demo against it, prints what happened, asks for its status
+# line with SIGUSR1, and stops the server with SIGTERM, showing its exit
+# status and its summary line. It only ever
 # talks to 127.0.0.1 and takes a few seconds.
 #
 # usage: bash tests/tour.sh BUILD_DIR
@@ -144,10 +145,24 @@ start_udp_server() {
     READY_KIND="udp " start_server "$name" "$program" 0 "$@"
 }
 
-# stop_server NAME: SIGTERM, then waits for the exit and shows its status
-# and summary line. Fails unless it exits 0 with a summary.
+# show_status NAME: SIGUSR1 asks the server for a status line (its counts
+# so far); waits for it and shows it. Fails if none comes within the deadline.
+show_status() {
+    local name=$1 pid=${SERVER_PID[$1]} status_line="" waited=0
+    kill -USR1 "$pid" 2>/dev/null || fail "$name had exited before the tour asked for its status"
+    while ! status_line=$(grep -m1 'status:' "${SERVER_STDERR[$name]}"); do
+        ((waited++ < DEADLINE_SECONDS * 20)) || fail "$name printed no status line within $DEADLINE_SECONDS s of SIGUSR1"
+        sleep 0.05
+    done
+    show "SIGUSR1 -> $status_line"
+}
+
+# stop_server NAME: asks for its status line (show_status), then SIGTERM;
+# waits for the exit and shows its status and summary line. Fails unless it
+# exits 0 with a summary.
 stop_server() {
     local name=$1 pid=${SERVER_PID[$1]} status
+    show_status "$name"
     kill -TERM "$pid" 2>/dev/null || fail "$name had exited before the tour stopped it"
     wait_for_exit "$pid" "$DEADLINE_SECONDS" || fail "$name did not exit within $DEADLINE_SECONDS s of SIGTERM"
     collect_status "$pid" status
