@@ -56,6 +56,17 @@ struct Counters {
     std::uint64_t stale_signals = 0;     // real-time signals thrown away after an overflow
 };
 
+// The counts of the summary line, and of the status line SIGUSR1 asks for:
+// `print` is print_summary or print_status.
+inline void print_counts(const Counters& counters, void (*print)(std::initializer_list<Count>)) {
+    print({{counters.connections, "connections"},
+           {counters.bytes_echoed, "bytes echoed"},
+           {counters.io_signals, "real-time signals"},
+           {counters.closed_fd_signals, "signals for closed descriptors"},
+           {counters.overflows, "queue overflows (SIGIO)"},
+           {counters.stale_signals, "queued signals flushed"}});
+}
+
 struct Server {
     int listen_fd;
     int io_signal;

@@ -72,15 +72,6 @@ int main(int argc, char** argv) {
 
     rtsig::Server server{listen_fd.get(), io_signal, reserve, log, {}, {}};
     rtsig::accept_new_clients(server);  // clients that connected before O_ASYNC raised no signal
-    const rtsig::Counters& counters = server.counters;
-    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
-        print({{counters.connections, "connections"},
-               {counters.bytes_echoed, "bytes echoed"},
-               {counters.io_signals, "real-time signals"},
-               {counters.closed_fd_signals, "signals for closed descriptors"},
-               {counters.overflows, "queue overflows (SIGIO)"},
-               {counters.stale_signals, "queued signals flushed"}});
-    };
     for (;;) {
         siginfo_t info{};
         // Sleeps (phase 1) until a signal is pending; takes it with its siginfo.
@@ -97,7 +88,7 @@ int main(int argc, char** argv) {
             break;
         }
         if (signal == SIGUSR1) {
-            print_counts(print_status);
+            rtsig::print_counts(server.counters, print_status);
             continue;
         }
         if (signal == SIGIO) {
@@ -120,6 +111,6 @@ int main(int argc, char** argv) {
     }
 
     server.connections.clear();
-    print_counts(print_summary);
+    rtsig::print_counts(server.counters, print_summary);
     return 0;
 }

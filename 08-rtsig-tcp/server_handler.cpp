@@ -154,15 +154,6 @@ int main(int argc, char** argv) {
     rtsig::accept_new_clients(server);  // clients that connected before O_ASYNC raised no signal
     std::array<Record, 256> records;
     bool stopping = false;
-    const rtsig::Counters& counters = server.counters;
-    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
-        print({{counters.connections, "connections"},
-               {counters.bytes_echoed, "bytes echoed"},
-               {counters.io_signals, "real-time signals"},
-               {counters.closed_fd_signals, "signals for closed descriptors"},
-               {counters.overflows, "queue overflows (SIGIO)"},
-               {counters.stale_signals, "queued signals flushed"}});
-    };
     while (!stopping) {
         // Sleeps (phase 1) until a handler has recorded something.
         const ssize_t got = ::read(record_read.get(), records.data(), sizeof records);
@@ -177,7 +168,7 @@ int main(int argc, char** argv) {
         stopping = stop_was_requested != 0;
         if (status_was_requested != 0) {
             status_was_requested = 0;  // its record, in this read or a later one, is only a wake-up
-            print_counts(print_status);
+            rtsig::print_counts(server.counters, print_status);
         }
         for (const Record& event : std::span(records).first(static_cast<std::size_t>(got) / sizeof(Record))) {
             if (event.fd == stop_marker) {
@@ -222,6 +213,6 @@ int main(int argc, char** argv) {
 
     log("stopping");
     server.connections.clear();
-    print_counts(print_summary);
+    rtsig::print_counts(server.counters, print_summary);
     return 0;
 }
