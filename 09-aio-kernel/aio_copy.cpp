@@ -403,7 +403,10 @@ int main(int argc, char** argv) {
         return 1;
     }
     files.source_buffered.reset(::open(settings.source.c_str(), O_RDONLY | O_CLOEXEC));
-    files.destination_direct = open_direct(settings.destination, O_WRONLY | O_CREAT | O_TRUNC, files.direct);
+    // Not truncated yet: a --block-size that does not suit DST's file
+    // system is found below, and must leave an existing DST as it was.
+    const bool destination_existed = ::access(settings.destination.c_str(), F_OK) == 0;
+    files.destination_direct = open_direct(settings.destination, O_WRONLY | O_CREAT, files.direct);
     if (!files.destination_direct) {
         report_failure("open " + settings.destination, errno);
         io_destroy(context);
@@ -412,7 +415,9 @@ int main(int argc, char** argv) {
     files.destination_buffered.reset(::open(settings.destination.c_str(), O_WRONLY | O_CLOEXEC));
     if (!files.source_buffered || !files.destination_buffered) {
         report_failure("open (buffered)", errno);
-        ::unlink(settings.destination.c_str());
+        if (!destination_existed) {
+            ::unlink(settings.destination.c_str());
+        }
         io_destroy(context);
         return 1;
     }
@@ -420,9 +425,16 @@ int main(int argc, char** argv) {
     if (settings.block_size % files.alignment != 0) {
         std::fprintf(stderr, "%s: --block-size %zu is not a multiple of the direct I/O alignment %zu\n", program_name(),
                      settings.block_size, files.alignment);
-        ::unlink(settings.destination.c_str());
+        if (!destination_existed) {
+            ::unlink(settings.destination.c_str());  // created by us, empty
+        }
         io_destroy(context);
         return 2;
+    }
+    if (::ftruncate(files.destination_direct.get(), 0) == -1) {  // now DST is replaced
+        report_failure("ftruncate " + settings.destination, errno);
+        io_destroy(context);
+        return 1;
     }
 
     const auto fail = [&settings](const char* why) {
