@@ -48,14 +48,25 @@ namespace {
 // Counted by the SIGCHLD handler, read by main: a signal handler may only
 // touch volatile sig_atomic_t (and lock-free atomics).
 volatile sig_atomic_t children_reaped = 0;
+// Of those, the children a signal killed (a SIGPIPE from a send without
+// MSG_NOSIGNAL, a crash): the parent lives on, so only this count tells.
+volatile sig_atomic_t children_killed = 0;
+
+void count_reaped(int status) {
+    children_reaped = children_reaped + 1;
+    if (WIFSIGNALED(status)) {
+        children_killed = children_killed + 1;
+    }
+}
 
 // SIGCHLD: a child has exited. Reap every child that has exited so far, not
 // just one: signals do not queue, and two children exiting together raise
 // SIGCHLD once (UNP 5.10). Without this, each child stays a zombie.
 void on_sigchld(int) {
     const int saved_errno = errno;
-    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
-        children_reaped = children_reaped + 1;
+    int status = 0;
+    while (::waitpid(-1, &status, WNOHANG) > 0) {
+        count_reaped(status);
     }
     errno = saved_errno;
 }
@@ -91,9 +102,10 @@ public:
         for (const pid_t pid : pids_) {
             if (!reap_if_exited(pid)) {
                 ::kill(pid, SIGTERM);
-                while (::waitpid(pid, nullptr, 0) == -1 && errno == EINTR) {
+                int status = 0;
+                while (::waitpid(pid, &status, 0) == -1 && errno == EINTR) {
                 }
-                children_reaped = children_reaped + 1;
+                count_reaped(status);  // (our SIGTERM ends a child with exit 0: its stop handler)
             }
         }
         pids_.clear();
@@ -102,9 +114,10 @@ public:
 private:
     // True if `pid` is no longer running: reaped now, or already by the handler.
     static bool reap_if_exited(pid_t pid) {
-        const pid_t result = ::waitpid(pid, nullptr, WNOHANG);
+        int status = 0;
+        const pid_t result = ::waitpid(pid, &status, WNOHANG);
         if (result == pid) {
-            children_reaped = children_reaped + 1;
+            count_reaped(status);
         }
         return result != 0;  // 0: still running; -1 ECHILD: reaped earlier
     }
@@ -179,7 +192,8 @@ int main(int argc, char** argv) {
         print({{connections, "connections"},
                {bytes_echoed->load(), "bytes echoed"},
                {children_forked, "children forked"},
-               {static_cast<std::uint64_t>(children_reaped), "children reaped"}});
+               {static_cast<std::uint64_t>(children_reaped), "children reaped"},
+               {static_cast<std::uint64_t>(children_killed), "killed by a signal"}});
     };
     while (!stop_requested()) {
         if (status_requested()) {

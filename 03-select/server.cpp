@@ -208,16 +208,16 @@ int main(int argc, char** argv) {
     // wait, so the pending signal runs the handler at once and pselect
     // returns EINTR. This is the reason pselect exists (document 000 §3.1:
     // "pselect允许指定信号掩码").
-    const sigset_t stop = stop_signals();
-    sigset_t mask_while_waiting;  // the mask as it was: the stop signals not blocked
-    if (::sigprocmask(SIG_BLOCK, &stop, &mask_while_waiting) == -1) {
-        report_failure("sigprocmask SIG_BLOCK SIGINT SIGTERM", errno);
-        return 1;
-    }
     install_stop_handlers(-1);  // the handler only sets the flag; pselect returns EINTR
     // SIGUSR1 (a status line) is not blocked: it may interrupt any call, and
     // if it comes just before pselect, the line waits for the next event.
     install_status_handler();
+    const sigset_t stop = stop_signals();
+    sigset_t mask_while_waiting;  // the mask as it was: the stop signals not blocked (the installs unblock them)
+    if (::sigprocmask(SIG_BLOCK, &stop, &mask_while_waiting) == -1) {
+        report_failure("sigprocmask SIG_BLOCK SIGINT SIGTERM", errno);
+        return 1;
+    }
     DescriptorReserve reserve;
     if (!print_ready_line(listen_fd.get())) {
         return 1;

@@ -236,6 +236,10 @@ int main(int argc, char** argv) {
     // mask atomically as it starts to wait, so the pending signal runs the
     // handler at once and ppoll returns EINTR. (ppoll is to poll what
     // pselect is to select, see 03-select.)
+    install_stop_handlers(-1);  // the handler only sets the flag; ppoll returns EINTR
+    // SIGUSR1 (a status line) is not blocked: it may interrupt any call, and
+    // if it comes just before ppoll, the line waits for the next event.
+    install_status_handler();
     const sigset_t stop = stop_signals();
     sigset_t mask_while_waiting;  // the mask as it was, without the stop signals
     if (::sigprocmask(SIG_BLOCK, &stop, &mask_while_waiting) == -1) {
@@ -244,10 +248,6 @@ int main(int argc, char** argv) {
     }
     ::sigdelset(&mask_while_waiting, SIGINT);  // even if our parent had them blocked
     ::sigdelset(&mask_while_waiting, SIGTERM);
-    install_stop_handlers(-1);  // the handler only sets the flag; ppoll returns EINTR
-    // SIGUSR1 (a status line) is not blocked: it may interrupt any call, and
-    // if it comes just before ppoll, the line waits for the next event.
-    install_status_handler();
     DescriptorReserve reserve;
     if (!print_ready_line(listen_fd.get())) {
         return 1;

@@ -61,7 +61,8 @@ int main(int argc, char** argv) {
 
     // SIGIO, SIGINT, SIGTERM and SIGUSR1 (a status line) are blocked
     // except inside sigsuspend(). Every handler only sets a flag.
-    install_status_handler();  // (it unblocks SIGUSR1: call it before blocking)
+    install_stop_handlers(-1);  // (these unblock their signals: call them before blocking)
+    install_status_handler();
     sigset_t blocked = stop_signals();
     ::sigaddset(&blocked, SIGIO);
     ::sigaddset(&blocked, SIGUSR1);
@@ -74,7 +75,6 @@ int main(int argc, char** argv) {
     ::sigdelset(&while_waiting, SIGINT);
     ::sigdelset(&while_waiting, SIGTERM);
     ::sigdelset(&while_waiting, SIGUSR1);
-    install_stop_handlers(-1);  // their handler only sets a flag too
     struct sigaction action {};
     action.sa_handler = on_sigio;
     ::sigemptyset(&action.sa_mask);

@@ -140,6 +140,13 @@ int main(int argc, char** argv) {
         !install(SIGTERM, stop) || !install(SIGUSR1, status)) {
         return 1;
     }
+    // A signal mask is inherited: unblock them, even if our parent had them blocked.
+    sigset_t handled;
+    ::sigemptyset(&handled);
+    for (const int signal : {io_signal, SIGIO, SIGINT, SIGTERM, SIGUSR1}) {
+        ::sigaddset(&handled, signal);
+    }
+    ::sigprocmask(SIG_UNBLOCK, &handled, nullptr);
 
     const unique_fd listen_fd = listen_tcp(options.host, options.port, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (!listen_fd || !rtsig::arm(listen_fd.get(), io_signal, log)) {

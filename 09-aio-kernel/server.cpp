@@ -255,6 +255,10 @@ int main(int argc, char** argv) {
     if (!listen_fd) {
         return 1;
     }
+    install_stop_handlers(-1);  // the handler sets a flag; io_pgetevents returns EINTR
+    // SIGUSR1 (a status line) is not blocked: it may interrupt any call, and
+    // if it comes just before io_pgetevents, the line waits for the next event.
+    install_status_handler();
     // The stop signals: blocked, except inside io_pgetevents (see above).
     const sigset_t stop_set = stop_signals();
     sigset_t mask_while_waiting;
@@ -264,10 +268,6 @@ int main(int argc, char** argv) {
     }
     ::sigdelset(&mask_while_waiting, SIGINT);
     ::sigdelset(&mask_while_waiting, SIGTERM);
-    install_stop_handlers(-1);  // the handler sets a flag; io_pgetevents returns EINTR
-    // SIGUSR1 (a status line) is not blocked: it may interrupt any call, and
-    // if it comes just before io_pgetevents, the line waits for the next event.
-    install_status_handler();
     Server server{0, max_events, log, {}, {}, {}};
     if (io_setup(max_events, &server.context) == -1) {
         // EAGAIN: all AIO contexts together may hold /proc/sys/fs/aio-max-nr requests.

@@ -116,6 +116,8 @@ void install_stop_handlers(int listen_fd) {
     action.sa_flags = 0;  // no SA_RESTART: interrupted blocking calls return EINTR
     ::sigaction(SIGINT, &action, nullptr);
     ::sigaction(SIGTERM, &action, nullptr);
+    const sigset_t stop = stop_signals();
+    ::sigprocmask(SIG_UNBLOCK, &stop, nullptr);  // even if our parent had them blocked
 }
 
 void shut_down_on_stop(int connection_fd) noexcept { connection_fd_to_shut = connection_fd; }

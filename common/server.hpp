@@ -79,7 +79,10 @@ private:
 // (and, if `listen_fd` >= 0, shuts that socket down so that a blocked
 // accept() returns at once: shutdown is async-signal-safe). It is installed
 // without SA_RESTART, so a blocking call the signal interrupts fails with
-// EINTR and the loop around it can look at stop_requested().
+// EINTR and the loop around it can look at stop_requested(). It also
+// unblocks them: a signal mask is inherited, and a parent may have them
+// blocked. (A server that keeps them blocked outside pselect or ppoll
+// blocks them after this call.)
 void install_stop_handlers(int listen_fd = -1);
 
 // Also shut this connected socket down (SHUT_RDWR) when a stop signal

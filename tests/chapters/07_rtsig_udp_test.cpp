@@ -222,6 +222,26 @@ TEST_CASE("UDP: a storm of SIGUSR1 status requests loses no datagram") {
     }
 }
 
+TEST_CASE("UDP: started with SIGINT, SIGTERM and SIGUSR1 blocked by its parent, SIGUSR1 and SIGINT still work") {
+    for (const std::string& path : servers) {
+        INFO(name_of(path));
+        StartOptions blocked;
+        blocked.blocked_signals = {SIGINT, SIGTERM, SIGUSR1};
+        Server server = start_server(path, {"--quiet"}, blocked);
+        unique_fd client = udp_socket_to(server.port);
+        CHECK(udp_echo(client.get(), "hello") == "hello");
+        const std::string status = name_of(path) + ": status: 1 datagrams echoed, 5 bytes echoed";
+        CHECK(eventually([&] {
+            server.process.signal(SIGUSR1);
+            return server.process.stderr_text().find(status) != std::string::npos;
+        }));
+        const auto stopped = server.process.stop(SIGINT);
+        REQUIRE(stopped.has_value());
+        CHECK(stopped->describe() == "exit 0");
+        CHECK(server.process.stderr_text().find(name_of(path) + ": summary: 1 datagrams echoed") != std::string::npos);
+    }
+}
+
 TEST_CASE("UDP: a full real-time signal queue falls back to SIGIO, and no datagram is lost") {
     // RLIMIT_SIGPENDING 8: at most 8 signals queued. The server is stopped
     // while 200 datagrams arrive: 200 events, 8 queued signals, then the
@@ -361,8 +381,19 @@ TEST_CASE("UDP: a port in use gives the bind error and exit 1, bad arguments exi
         CHECK(taken.status.describe() == "exit 1");
         CHECK(taken.err == name_of(path) + ": bind udp 127.0.0.1:" + std::to_string(server.port) +
                                ": Address already in use [EADDRINUSE]\n");
-        CHECK(run({path, "70000"}).status.describe() == "exit 2");
-        CHECK(run({path, "--help"}).status.describe() == "exit 0");
+        for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
+                 {"70000"}, {"port"}, {"--bogus"}, {"--host", "300.1.1.1"}, {"--quiet=yes"}}) {
+            std::vector<std::string> argv{path};
+            argv.insert(argv.end(), bad.begin(), bad.end());
+            const Completed result = run(argv);
+            INFO(bad.front() << ": " << result.err);
+            CHECK(result.status.describe() == "exit 2");
+            CHECK(result.out.empty());
+            CHECK(result.err.find("usage: " + name_of(path)) != std::string::npos);
+        }
+        const Completed help = run({path, "--help"});
+        CHECK(help.status.describe() == "exit 0");
+        CHECK(help.out.find("usage: " + name_of(path)) != std::string::npos);
     }
     CHECK(run({RTSIG_UDP_CLIENT, "--timeout-ms", "0"}).status.describe() == "exit 2");
     stop_server(server);

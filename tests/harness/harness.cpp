@@ -127,9 +127,12 @@ Process Process::start(const std::vector<std::string>& argv, const StartOptions&
         for (int signal = 1; signal < NSIG; ++signal) {
             ::signal(signal, SIG_DFL);
         }
-        sigset_t none;
-        sigemptyset(&none);
-        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        sigset_t mask;
+        sigemptyset(&mask);
+        for (const int signal : options.blocked_signals) {
+            sigaddset(&mask, signal);
+        }
+        ::sigprocmask(SIG_SETMASK, &mask, nullptr);
         if (options.rlimit_nofile > 0) {
             ::setrlimit(RLIMIT_NOFILE, &nofile);
         }

@@ -41,6 +41,7 @@ struct StartOptions {
     int rlimit_nofile = 0;            // >0: the program's RLIMIT_NOFILE (soft and hard)
     int rlimit_sigpending = 0;        // >0: its RLIMIT_SIGPENDING: how many signals can be queued
     long long rlimit_fsize = 0;       // >0: its RLIMIT_FSIZE: the largest file it may write
+    std::vector<int> blocked_signals;  // its signal mask at exec (a mask is inherited; by default empty)
 };
 
 struct Completed;
