@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdarg>
 #include <cstdio>
 #include <string>
@@ -17,20 +18,25 @@ namespace iomodels {
 
 namespace {
 
-// The only mutable globals: what the signal handler must touch.
-volatile sig_atomic_t stop_flag = 0;
-volatile sig_atomic_t listen_fd_to_shut = -1;
-volatile sig_atomic_t connection_fd_to_shut = -1;
-volatile sig_atomic_t status_flag = 0;
+// The only mutable globals: what the signal handlers must touch. A
+// volatile sig_atomic_t is enough for a handler that runs in the thread
+// that reads the flag; in a threaded server (01's server_thread, 10's) the
+// handler may run in another thread, and only a lock-free atomic is both
+// safe in a handler and free of data races between threads.
+std::atomic<int> stop_flag{0};
+std::atomic<int> listen_fd_to_shut{-1};
+std::atomic<int> connection_fd_to_shut{-1};
+std::atomic<int> status_flag{0};
+static_assert(std::atomic<int>::is_always_lock_free, "a signal handler may only use lock-free atomics");
 
 void on_stop_signal(int) {
     const int saved_errno = errno;  // a handler must not change errno under the code it interrupted
     stop_flag = 1;
-    if (listen_fd_to_shut >= 0) {
-        ::shutdown(listen_fd_to_shut, SHUT_RD);  // wakes a blocked accept() with EINVAL
+    if (const int fd = listen_fd_to_shut; fd >= 0) {
+        ::shutdown(fd, SHUT_RD);  // wakes a blocked accept() with EINVAL
     }
-    if (connection_fd_to_shut >= 0) {
-        ::shutdown(connection_fd_to_shut, SHUT_RDWR);  // a blocked recv() returns 0
+    if (const int fd = connection_fd_to_shut; fd >= 0) {
+        ::shutdown(fd, SHUT_RDWR);  // a blocked recv() returns 0
     }
     errno = saved_errno;
 }
@@ -137,11 +143,7 @@ void install_status_handler() {
 }
 
 bool status_requested() noexcept {
-    if (status_flag == 0) {
-        return false;
-    }
-    status_flag = 0;  // a request that lands between the test and here is merged into this one
-    return true;
+    return status_flag.exchange(0) != 0;  // cleared: requests before this look are one line
 }
 
 bool stop_signal_pending() noexcept {
