@@ -102,7 +102,8 @@ bool stop_requested() noexcept;
 // ready line: SIGUSR1's default action is to terminate the process.
 void install_status_handler();
 
-// True once for every time the flag was set (it is cleared): print then.
+// True if SIGUSR1 came since the last call, and clears the flag: several
+// requests before one look give one status line.
 bool status_requested() noexcept;
 
 // True if SIGINT or SIGTERM is pending while blocked. A server that keeps

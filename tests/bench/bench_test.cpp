@@ -32,8 +32,8 @@ TEST_CASE("a byte echoed wrong ends the benchmark with exit 1, says where, and w
     // served; offset 101 is byte 100 of the first 512-byte message.
     const Completed bench = bench_against(output, "liar", " --flip-at 101");
     CHECK(bench.status.describe() == "exit 1");
-    CHECK(contains(bench.err, 
-                             "bench: liar: echoed byte differs at byte 100 of a 512-byte message on active connection 1"));
+    CHECK(contains(bench.err,
+                   "bench: liar: echoed byte differs at byte 100 of a 512-byte message on active connection 1"));
     CHECK_FALSE(exists(output / "report.md"));
 }
 
@@ -42,8 +42,7 @@ TEST_CASE("a connection the server closes with bytes not echoed ends the benchma
     const Completed bench = bench_against(output, "quitter", " --close-at 301");
     CHECK(bench.status.describe() == "exit 1");
     // 300 bytes of the first message came back, 212 did not.
-    CHECK(contains(bench.err, "bench: quitter: active connection 1 closed by the server with 212 "
-                                                    "bytes of message"));
+    CHECK(contains(bench.err, "bench: quitter: active connection 1 closed by the server with 212 bytes of message"));
     CHECK_FALSE(exists(output / "report.md"));
 }
 
