@@ -1,7 +1,7 @@
 // The benchmark's own test: its figures are worth something only if it
 // notices an echo that is wrong. faulty_echo changes one byte, or closes a
 // connection early; the benchmark must end with exit 1, say which byte of
-// which message on which connection, and write no report.
+// which message on which connection, write no report, and stop the server.
 
 #include <string>
 
@@ -12,12 +12,18 @@ using namespace harness;
 
 namespace {
 
+// Every process the bench starts inherits BENCH_TEST_RUN=<output directory>
+// from it: processes_with_environment finds what it left running.
+std::string marker(const TemporaryDirectory& output) { return "BENCH_TEST_RUN=" + output.path(); }
+
 // `bench --quick` with only the idle-connections workload, measuring
 // faulty_echo (as the external server `name`) with `options`.
 Completed bench_against(const TemporaryDirectory& output, const std::string& name, const std::string& options) {
+    StartOptions marked;
+    marked.env = {marker(output)};
     return run({BENCH, "--quick", "--workloads", "idle", "--servers", "none", "--external",
                 name + "=" + FAULTY_ECHO + " {port}" + options, "--output", output.path()},
-               {}, 60s);
+               marked, 60s);
 }
 
 bool exists(const std::string& path) { return file_content(path).has_value(); }
@@ -26,7 +32,7 @@ bool contains(const std::string& text, const std::string& part) { return text.fi
 
 }  // namespace
 
-TEST_CASE("a byte echoed wrong ends the benchmark with exit 1, says where, and writes no report") {
+TEST_CASE("a byte echoed wrong ends the benchmark with exit 1, says where, writes no report and stops the server") {
     TemporaryDirectory output;
     // Offset 0 of each connection is the one-byte echo that proves it is
     // served; offset 101 is byte 100 of the first 512-byte message.
@@ -35,15 +41,17 @@ TEST_CASE("a byte echoed wrong ends the benchmark with exit 1, says where, and w
     CHECK(contains(bench.err,
                    "bench: liar: echoed byte differs at byte 100 of a 512-byte message on active connection 1"));
     CHECK_FALSE(exists(output / "report.md"));
+    CHECK(processes_with_environment(marker(output)).empty());  // faulty_echo was stopped
 }
 
-TEST_CASE("a connection the server closes with bytes not echoed ends the benchmark with exit 1") {
+TEST_CASE("a connection the server closes with bytes not echoed ends the benchmark with exit 1 and stops the server") {
     TemporaryDirectory output;
     const Completed bench = bench_against(output, "quitter", " --close-at 301");
     CHECK(bench.status.describe() == "exit 1");
     // 300 bytes of the first message came back, 212 did not.
     CHECK(contains(bench.err, "bench: quitter: active connection 1 closed by the server with 212 bytes of message"));
     CHECK_FALSE(exists(output / "report.md"));
+    CHECK(processes_with_environment(marker(output)).empty());
 }
 
 TEST_CASE("an honest external server is measured beside ours and the report is written") {

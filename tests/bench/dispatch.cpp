@@ -115,6 +115,7 @@ double ping_pong_round_trip_us(int round_trips, int server_cpu) {
         }
         ::_exit(0);
     }
+    started(child);
     listener.reset();
     unique_fd client = iomodels::connect_tcp("127.0.0.1", ntohs(address->sin_port));
     if (!client) {
@@ -163,6 +164,7 @@ double ping_pong_round_trip_us(int round_trips, int server_cpu) {
     client.reset();
     int status = 0;
     ::waitpid(child, &status, 0);
+    reaped(child);
     return us;
 }
 

@@ -235,6 +235,7 @@ std::optional<RunningServer> RunningServer::start(const ServerSpec& spec, int cp
         ::_exit(127);
     }
     ::setpgid(pid, pid);
+    started(-pid);
     out_write.reset();
     RunningServer server;
     server.pid_ = pid;
@@ -273,6 +274,7 @@ std::optional<RunningServer> RunningServer::start(const ServerSpec& spec, int cp
             int status = 0;
             if (::waitpid(pid, &status, WNOHANG) == pid) {
                 server.stopped_ = true;
+                reaped(-pid);
                 error = spec.name + " ended (" + describe_status(status) + ") before accepting" + said();
                 return std::nullopt;
             }
@@ -298,6 +300,7 @@ RunningServer::~RunningServer() {
     if (pid_ > 0 && !stopped_) {
         ::kill(-pid_, SIGKILL);
         ::waitpid(pid_, nullptr, 0);
+        reaped(-pid_);
     }
     if (stderr_fd_ >= 0) {
         ::close(stderr_fd_);
@@ -411,6 +414,7 @@ std::optional<std::vector<std::pair<std::string, std::uint64_t>>> RunningServer:
         ::execvp("perf", args.data());
         ::_exit(127);
     }
+    started(perf);
     // "enable" and "disable" go through the control FIFO; perf answers
     // "ack" on the other once the counters really are on (or off).
     const auto order = [&](const char* command) {
@@ -429,6 +433,7 @@ std::optional<std::vector<std::pair<std::string, std::uint64_t>>> RunningServer:
     if (!order("enable")) {
         ::kill(perf, SIGKILL);
         ::waitpid(perf, nullptr, 0);
+        reaped(perf);
         clean_up();
         error = "perf stat did not start counting within 30 s";
         return std::nullopt;
@@ -437,6 +442,7 @@ std::optional<std::vector<std::pair<std::string, std::uint64_t>>> RunningServer:
     const bool stopped = order("disable");
     ::kill(perf, SIGINT);  // writes the counts and ends
     ::waitpid(perf, nullptr, 0);
+    reaped(perf);
     const std::string table = read_file(output);
     clean_up();
     if (!worked || !stopped) {
@@ -504,6 +510,7 @@ std::optional<std::vector<std::pair<std::string, std::uint64_t>>> RunningServer:
         ::execvp("strace", args.data());
         ::_exit(127);
     }
+    started(strace);
     // strace says "Process N attached" (", with K threads") once per -p.
     const auto attached = [&said_fd] {
         const std::string said = read_all(said_fd.get());
@@ -520,6 +527,7 @@ std::optional<std::vector<std::pair<std::string, std::uint64_t>>> RunningServer:
     if (attached() < traced.size()) {
         ::kill(strace, SIGKILL);
         ::waitpid(strace, nullptr, 0);
+        reaped(strace);
         ::unlink(path);
         error = "strace did not attach to " + std::to_string(traced.size()) + " processes: " + read_all(said_fd.get());
         return std::nullopt;
@@ -527,6 +535,7 @@ std::optional<std::vector<std::pair<std::string, std::uint64_t>>> RunningServer:
     const bool worked = workload();
     ::kill(strace, SIGINT);  // detaches and writes the summary
     ::waitpid(strace, nullptr, 0);
+    reaped(strace);
     const std::string table = read_file(path);
     ::unlink(path);
     if (!worked) {
@@ -572,6 +581,7 @@ std::string RunningServer::stop() {
         how = "killed by SIGKILL after 20 s";
     }
     ::kill(-pid_, SIGKILL);  // what is left of its group (an external server's children)
+    reaped(-pid_);
     return how;
 }
 

@@ -1,6 +1,11 @@
 // tests/bench/support.hpp: what every part of the benchmark shares: failing
-// loudly, and a figure as a median with its spread.
+// loudly without leaving a process behind, and a figure as a median with its
+// spread.
 #pragma once
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -15,13 +20,31 @@ namespace bench {
 
 using Clock = std::chrono::steady_clock;
 
-// Ends the benchmark with exit 1 and one line on stderr. Used when a figure
-// would be wrong: a byte lost or changed, a system call that must not fail.
+// The processes the benchmark has started and not yet reaped: servers (by
+// process group, a negative number, so that a fork server's children are
+// included), perf, strace, the ping-pong peer. fail() stops them all. The
+// benchmark has one thread.
+inline std::vector<pid_t>& started_processes() {
+    static std::vector<pid_t> started;
+    return started;
+}
+inline void started(pid_t pid_or_group) { started_processes().push_back(pid_or_group); }
+inline void reaped(pid_t pid_or_group) { std::erase(started_processes(), pid_or_group); }
+
+// Ends the benchmark with exit 1 and one line on stderr, after killing and
+// reaping every process it started. Used when a figure would be wrong: a
+// byte lost or changed, a system call that must not fail.
 [[noreturn]] inline void fail(const std::string& what, int error = 0) {
     if (error != 0) {
         iomodels::report_failure(what, error);
     } else {
         std::fprintf(stderr, "%s: %s\n", iomodels::program_name(), what.c_str());
+    }
+    for (const pid_t pid : started_processes()) {
+        ::kill(pid, SIGKILL);
+    }
+    for (const pid_t pid : started_processes()) {
+        ::waitpid(pid < 0 ? -pid : pid, nullptr, 0);
     }
     std::exit(1);
 }

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -115,9 +116,17 @@ Process Process::start(const std::vector<std::string>& argv, const StartOptions&
                             static_cast<rlim_t>(options.rlimit_sigpending)};
     const rlimit fsize{static_cast<rlim_t>(options.rlimit_fsize), static_cast<rlim_t>(options.rlimit_fsize)};
 
+    const pid_t test = ::getpid();
     const pid_t pid = ::fork();
     REQUIRE(pid != -1);
     if (pid == 0) {
+        // Should the test die before it stops the program (a crash, ctest's
+        // timeout), the program is killed too. Tests start programs from
+        // their main thread only: the signal comes when the forking thread ends.
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != test) {
+            ::_exit(127);  // the test died before prctl
+        }
         ::dup2(in_read.get(), STDIN_FILENO);
         ::dup2(out_write.get(), STDOUT_FILENO);
         ::dup2(err.get(), STDERR_FILENO);
@@ -716,6 +725,25 @@ char process_state(pid_t pid) {
 }
 
 }  // namespace
+
+std::vector<pid_t> processes_with_environment(std::string_view entry) {
+    std::vector<pid_t> found;
+    for (const auto& process : std::filesystem::directory_iterator("/proc")) {
+        const std::string name = process.path().filename();
+        if (name.find_first_not_of("0123456789") != std::string::npos) {
+            continue;
+        }
+        // NUL-separated NAME=value entries; unreadable once the process has ended.
+        std::ifstream environ(process.path() / "environ");
+        for (std::string variable; std::getline(environ, variable, '\0');) {
+            if (variable == entry) {
+                found.push_back(std::stoi(name));
+                break;
+            }
+        }
+    }
+    return found;
+}
 
 bool sleeping_in(pid_t pid, std::string_view function) {
     std::ifstream wchan("/proc/" + std::to_string(pid) + "/wchan");

@@ -220,6 +220,10 @@ struct Resources {
 };
 Resources resources_of(pid_t pid);
 
+// The processes whose environment holds `entry` ("NAME=value"), inherited
+// from a program a test started: what is still running of it.
+std::vector<pid_t> processes_with_environment(std::string_view entry);
+
 // True if the process sleeps in a kernel function whose name contains
 // `function` (/proc/PID/wchan: "sigsuspend", "poll", "do_sigtimedwait"...):
 // it has finished what it was doing and waits for the next event.
