@@ -2,8 +2,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <poll.h>
 #include <linux/sock_diag.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <charconv>
@@ -114,6 +114,10 @@ unique_fd listen_tcp(std::string_view host, std::uint16_t port, int socket_flags
         return unique_fd{};
     }
     return fd;
+}
+
+bool accept_failed_harmlessly(int error) noexcept {
+    return error == ECONNABORTED || error == EINTR || error == EAGAIN || error == EWOULDBLOCK;
 }
 
 unique_fd connect_tcp(std::string_view host, std::uint16_t port) {

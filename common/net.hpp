@@ -39,6 +39,13 @@ std::optional<sockaddr_in> peer_address(int fd);
 // socket type (SOCK_NONBLOCK, SOCK_CLOEXEC).
 unique_fd listen_tcp(std::string_view host, std::uint16_t port, int socket_flags = 0);
 
+// True for the accept() failures that are nobody's fault and need no log
+// line: a client gave up while it was queued (ECONNABORTED), a signal
+// interrupted the call (EINTR), or no client is waiting on a non-blocking
+// socket (EAGAIN, EWOULDBLOCK). The caller takes the next client, or waits
+// for one. EMFILE and ENFILE are not among them: see DescriptorReserve.
+bool accept_failed_harmlessly(int error) noexcept;
+
 // socket + connect (blocking).
 unique_fd connect_tcp(std::string_view host, std::uint16_t port);
 

@@ -6,6 +6,7 @@
 // line saying what, then the usage, on stderr and exits 2 (CONTRACT.md).
 #pragma once
 
+#include <charconv>
 #include <cstdint>
 #include <functional>
 #include <span>
@@ -51,6 +52,23 @@ void parse_command_line_or_exit(const CommandLine& command, int argc, char** arg
 // (09's and 10's aio_copy): fills `first`, then `second`; a third or an
 // empty path is an error.
 std::function<bool(std::string_view operand)> two_paths(std::string& first, std::string& second);
+
+// The Option::set of an option that takes a whole decimal number from `low`
+// to `high` into `target`, e.g.
+//   {"--depth", "N", "requests in flight (1 to 4096)", number(settings.depth, 1u, 4096u)}
+// Anything else ("", "8x", "-1", too large) is a bad value.
+template <typename Number>
+std::function<bool(std::string_view)> number(Number& target, Number low, Number high) {
+    return [&target, low, high](std::string_view value) {
+        Number parsed{};
+        const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), parsed);
+        if (error != std::errc{} || end != value.data() + value.size() || parsed < low || parsed > high) {
+            return false;
+        }
+        target = parsed;
+        return true;
+    };
+}
 
 // The options every TCP or UDP echo server has.
 struct ServerOptions {

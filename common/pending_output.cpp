@@ -3,6 +3,10 @@
 #include <errno.h>
 #include <sys/socket.h>
 
+#include <string>
+
+#include "common/errors.hpp"
+
 namespace iomodels {
 
 void PendingOutput::append(std::span<const std::byte> bytes) {
@@ -35,6 +39,19 @@ PendingOutput::FlushResult PendingOutput::flush_to(int fd) {
     bytes_.clear();
     sent_ = 0;
     return {FlushStatus::done, sent_now, 0};
+}
+
+PendingOutput::FlushStatus flush_and_count(PendingOutput& pending, int fd, std::string_view peer,
+                                           std::uint64_t& echoed, std::uint64_t& total_echoed,
+                                           const EventLog& log) {
+    const auto result = pending.flush_to(fd);
+    echoed += result.bytes_sent;
+    total_echoed += result.bytes_sent;
+    if (result.status == PendingOutput::FlushStatus::error) {
+        log("send to %.*s: %s", static_cast<int>(peer.size()), peer.data(),
+            describe_failure("send", result.error).c_str());
+    }
+    return result.status;
 }
 
 }  // namespace iomodels

@@ -9,8 +9,12 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
+
+#include "common/server.hpp"
 
 namespace iomodels {
 
@@ -50,5 +54,14 @@ private:
     std::size_t sent_ = 0;  // bytes_[0, sent_) are already sent
     std::size_t limit_;
 };
+
+// flush_to for an echo server's connection, as 03 to 09 call it: the bytes
+// sent are added to `echoed` (the connection's count) and `total_echoed`
+// (the summary's), and a failed send is logged as
+// "send to PEER: send: Broken pipe [EPIPE]". On error, close the connection.
+// (02-nonblocking writes this loop out: there it is the lesson.)
+PendingOutput::FlushStatus flush_and_count(PendingOutput& pending, int fd, std::string_view peer,
+                                           std::uint64_t& echoed, std::uint64_t& total_echoed,
+                                           const EventLog& log);
 
 }  // namespace iomodels

@@ -43,7 +43,7 @@ void on_stop_signal(int) {
 
 void on_status_signal(int) { status_flag = 1; }
 
-void print_counts(std::string_view label, std::initializer_list<Count> counts) {
+void print_counts(std::string_view label, std::span<const Count> counts) {
     std::string line = std::string(program_name()) + ": " + std::string(label) + ":";
     const char* separator = " ";
     for (const Count& count : counts) {
@@ -86,9 +86,11 @@ void EventLog::operator()(const char* format, ...) const {
     std::fprintf(stderr, "%s\n", line);
 }
 
-void print_summary(std::initializer_list<Count> counts) { print_counts("summary", counts); }
+void print_summary(std::span<const Count> counts) { print_counts("summary", counts); }
+void print_summary(std::initializer_list<Count> counts) { print_counts("summary", {counts.begin(), counts.size()}); }
 
-void print_status(std::initializer_list<Count> counts) { print_counts("status", counts); }
+void print_status(std::span<const Count> counts) { print_counts("status", counts); }
+void print_status(std::initializer_list<Count> counts) { print_counts("status", {counts.begin(), counts.size()}); }
 
 DescriptorReserve::DescriptorReserve() : spare_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {}
 

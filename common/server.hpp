@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <span>
 #include <string_view>
 
 #include "common/unique_fd.hpp"
@@ -42,10 +43,14 @@ struct Count {
 };
 
 // "server: summary: 3 connections, 1536 bytes echoed, 3 children forked"
+// A server keeps its counters in a struct whose list() returns them as
+// Counts, and passes that here and to print_status.
+void print_summary(std::span<const Count> counts);
 void print_summary(std::initializer_list<Count> counts);
 
 // "server: status: 3 connections, 1536 bytes echoed, 3 children forked":
 // the same counts, printed while the server runs (on SIGUSR1).
+void print_status(std::span<const Count> counts);
 void print_status(std::initializer_list<Count> counts);
 
 // A spare descriptor for when the process runs out of descriptors. Without

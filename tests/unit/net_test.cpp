@@ -197,3 +197,12 @@ TEST_CASE("datagrams_dropped counts the datagrams a full receive queue turned aw
     CHECK(received < sent);
     CHECK(datagrams_dropped(receiver.get()) == static_cast<std::uint64_t>(sent - received));
 }
+
+TEST_CASE("accept_failed_harmlessly is true for a client that gave up, a signal and an empty queue only") {
+    for (const int error : {ECONNABORTED, EINTR, EAGAIN, EWOULDBLOCK}) {
+        CHECK(accept_failed_harmlessly(error));
+    }
+    for (const int error : {EMFILE, ENFILE, ENOBUFS, ENOMEM, EINVAL, EBADF}) {
+        CHECK_FALSE(accept_failed_harmlessly(error));
+    }
+}

@@ -4,8 +4,8 @@
 // reader sees what was wrong.
 #include "common/options.hpp"
 
-#include <charconv>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "catch.hpp"
@@ -110,12 +110,7 @@ TEST_CASE("parse_command_line error texts say what is wrong with the argument") 
 
 TEST_CASE("parse_command_line parses a chapter's extra option with its own setter") {
     int interval_ms = 0;
-    const auto set_interval = [&interval_ms](std::string_view value) {
-        const char* end = value.data() + value.size();
-        const auto [stop, error] = std::from_chars(value.data(), end, interval_ms);
-        return error == std::errc{} && stop == end;
-    };
-    const Option interval{"--interval-ms", "N", "sleep N ms between rounds", set_interval};
+    const Option interval{"--interval-ms", "N", "sleep N ms between rounds", number(interval_ms, 0, 60000)};
     const Parsed parsed = parse({"--interval-ms", "250", "--quiet"}, {interval});
     CHECK(parsed.status == ParseStatus::run);
     CHECK(interval_ms == 250);
@@ -124,6 +119,20 @@ TEST_CASE("parse_command_line parses a chapter's extra option with its own sette
     const Parsed wrong = parse({"--interval-ms=soon"}, {interval});
     CHECK(wrong.status == ParseStatus::error);
     CHECK(mentions(wrong.error, "soon"));
+}
+
+TEST_CASE("number takes a whole decimal number within its bounds and leaves the target alone otherwise") {
+    unsigned depth = 8;
+    const auto set_depth = number(depth, 1u, 4096u);
+    CHECK(set_depth("1"));
+    CHECK(depth == 1);
+    CHECK(set_depth("4096"));
+    CHECK(depth == 4096);
+    for (const std::string_view bad : {"", "0", "4097", "-1", "8x", " 8", "99999999999"}) {
+        CAPTURE(bad);
+        CHECK_FALSE(set_depth(bad));
+        CHECK(depth == 4096);
+    }
 }
 
 TEST_CASE("usage_text shows the synopsis and the purpose and every option") {

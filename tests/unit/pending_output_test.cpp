@@ -8,12 +8,15 @@
 #include <sys/socket.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
 #include "catch.hpp"
 #include "common/unique_fd.hpp"
+#include "harness/harness.hpp"
 
 using iomodels::PendingOutput;
 using iomodels::unique_fd;
@@ -168,4 +171,27 @@ TEST_CASE("flush_to a closed peer reports error EPIPE without SIGPIPE and keeps 
     CHECK(result.error == EPIPE);
     CHECK(result.bytes_sent == 0);
     CHECK(output.size() == 5);
+}
+
+TEST_CASE("flush_and_count adds what it sent to both counts and logs a failed send with the peer") {
+    SocketPair pair = make_nonblocking_socketpair();
+    PendingOutput pending;
+    pending.append(bytes_of("echo"));
+    std::uint64_t echoed = 10, total = 100;
+    const iomodels::EventLog log(false);
+    CHECK(iomodels::flush_and_count(pending, pair.sender.get(), "127.0.0.1:40000", echoed, total, log) ==
+          FlushStatus::done);
+    CHECK(echoed == 14);
+    CHECK(total == 104);
+
+    pair.receiver.reset();
+    pending.append(bytes_of("lost"));
+    const std::string err = harness::output_of(stderr, [&] {
+        CHECK(iomodels::flush_and_count(pending, pair.sender.get(), "127.0.0.1:40000", echoed, total, log) ==
+              FlushStatus::error);
+    });
+    CHECK(echoed == 14);
+    CHECK(total == 104);
+    CHECK(err.find("send to 127.0.0.1:40000: send: ") != std::string::npos);
+    CHECK(err.find("[EPIPE]") != std::string::npos);
 }

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstdio>
 #include <string>
 
@@ -131,6 +132,14 @@ TEST_CASE("print_summary prints one line on stderr with every count and what it 
 TEST_CASE("print_summary with no counts prints the bare summary label") {
     const std::string err = output_of(stderr, [] { print_summary({}); });
     CHECK(err == std::string(program_name()) + ": summary:\n");
+}
+
+TEST_CASE("print_summary and print_status take a server's counters as a list of counts") {
+    const std::array<Count, 2> counts{{{3, "connections"}, {1536, "bytes echoed"}}};
+    CHECK(output_of(stderr, [&] { print_summary(counts); }) ==
+          std::string(program_name()) + ": summary: 3 connections, 1536 bytes echoed\n");
+    CHECK(output_of(stderr, [&] { print_status(counts); }) ==
+          std::string(program_name()) + ": status: 3 connections, 1536 bytes echoed\n");
 }
 
 TEST_CASE("print_status prints the same counts with the status label") {
