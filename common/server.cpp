@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "common/errors.hpp"
@@ -42,6 +43,15 @@ void on_stop_signal(int) {
 }
 
 void on_status_signal(int) { status_flag = 1; }
+
+// A setup call's result: -1 is reported in the CONTRACT.md format and ends
+// the program with exit 1, before it prints its ready line.
+void setup_or_exit(int result, const char* call) {
+    if (result == -1) {
+        report_failure(call, errno);
+        std::exit(1);
+    }
+}
 
 void print_counts(std::string_view label, std::span<const Count> counts) {
     std::string line = std::string(program_name()) + ": " + std::string(label) + ":";
@@ -122,10 +132,11 @@ void install_stop_handlers(int listen_fd) {
     action.sa_handler = on_stop_signal;
     sigemptyset(&action.sa_mask);
     action.sa_flags = 0;  // no SA_RESTART: interrupted blocking calls return EINTR
-    ::sigaction(SIGINT, &action, nullptr);
-    ::sigaction(SIGTERM, &action, nullptr);
+    setup_or_exit(::sigaction(SIGINT, &action, nullptr), "sigaction SIGINT");
+    setup_or_exit(::sigaction(SIGTERM, &action, nullptr), "sigaction SIGTERM");
     const sigset_t stop = stop_signals();
-    ::sigprocmask(SIG_UNBLOCK, &stop, nullptr);  // even if our parent had them blocked
+    // Even if our parent had them blocked.
+    setup_or_exit(::sigprocmask(SIG_UNBLOCK, &stop, nullptr), "sigprocmask SIG_UNBLOCK SIGINT SIGTERM");
 }
 
 void shut_down_on_stop(int connection_fd) noexcept { connection_fd_to_shut = connection_fd; }
@@ -137,11 +148,12 @@ void install_status_handler() {
     action.sa_handler = on_status_signal;
     sigemptyset(&action.sa_mask);
     action.sa_flags = 0;  // no SA_RESTART, as for the stop signals
-    ::sigaction(SIGUSR1, &action, nullptr);
+    setup_or_exit(::sigaction(SIGUSR1, &action, nullptr), "sigaction SIGUSR1");
     sigset_t status_signal;
     sigemptyset(&status_signal);
     sigaddset(&status_signal, SIGUSR1);
-    ::sigprocmask(SIG_UNBLOCK, &status_signal, nullptr);  // even if our parent had it blocked
+    // Even if our parent had it blocked.
+    setup_or_exit(::sigprocmask(SIG_UNBLOCK, &status_signal, nullptr), "sigprocmask SIG_UNBLOCK SIGUSR1");
 }
 
 bool status_requested() noexcept {
@@ -150,7 +162,9 @@ bool status_requested() noexcept {
 
 bool stop_signal_pending() noexcept {
     sigset_t pending;
-    ::sigpending(&pending);
+    if (::sigpending(&pending) == -1) {
+        return false;  // cannot happen with a valid set (EFAULT only)
+    }
     return sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1;
 }
 

@@ -87,7 +87,8 @@ private:
 // EINTR and the loop around it can look at stop_requested(). It also
 // unblocks them: a signal mask is inherited, and a parent may have them
 // blocked. (A server that keeps them blocked outside pselect or ppoll
-// blocks them after this call.)
+// blocks them after this call.) Called during setup: a failed sigaction or
+// sigprocmask is reported and the program exits 1.
 void install_stop_handlers(int listen_fd = -1);
 
 // Also shut this connected socket down (SHUT_RDWR) when a stop signal
@@ -104,7 +105,8 @@ bool stop_requested() noexcept;
 // the code around that call must retry it without losing a byte. The loop
 // prints the line when it next comes round; a request that arrives just
 // before it goes to sleep waits for the next event. Install it before the
-// ready line: SIGUSR1's default action is to terminate the process.
+// ready line: SIGUSR1's default action is to terminate the process. A
+// failed call is reported and the program exits 1, as above.
 void install_status_handler();
 
 // True if SIGUSR1 came since the last call, and clears the flag: several
