@@ -31,9 +31,9 @@ struct CommandLine {
     std::vector<Option> options;
     // Called for each argument that is not an option; returns false if it is
     // not valid. Empty: the program takes no operands.
-    std::function<bool(std::string_view operand)> operand;
+    std::function<bool(std::string_view operand)> operand{};
     std::string_view operand_name = "argument";  // "PORT", for the error message
-    std::string_view operand_hint;               // "(one number from 0 to 65535)"
+    std::string_view operand_hint{};             // "(one number from 0 to 65535)"
 };
 
 enum class ParseStatus { run, help, error };
