@@ -1,20 +1,11 @@
 // 01-blocking/client.cpp: a blocking echo client.
 //
 // Sends its arguments (joined by spaces, ending in a newline, like echo(1)),
-// or else everything on standard input, to an echo server and writes what
-// comes back to standard output. Every call blocks: connect() until the
-// handshake is done, send() until the kernel has taken the bytes, recv()
-// until the echo arrives.
-//
-// It works in lock step: send one chunk, read back exactly that many bytes,
-// then the next chunk. A blocking client that sent everything before reading
-// could deadlock on a large input: the server would block sending echoes
-// nobody reads, stop reading, and our send() would block forever. (UNP's
-// str_cli escapes that with select(); see 03-select.)
-//
-// At the end of input it half-closes the connection with shutdown(SHUT_WR):
-// the server reads end of file, sends what it still has, and closes; we read
-// until that end of file, so no byte is lost.
+// or else standard input, to an echo server and writes what comes back to
+// standard output. Every call blocks: connect() through the TCP handshake,
+// send() until the kernel has taken the bytes, recv() until the echo
+// arrives. It works in lock step (send a chunk, read back that many bytes),
+// so a large input cannot deadlock, and half-closes with shutdown(SHUT_WR).
 //
 // usage: client [--host ADDR] [--port PORT] [MESSAGE...]   (PORT 8001)
 //
@@ -22,6 +13,8 @@
 //   (the first read()s are the dynamic loader reading libraries) connect()
 //   = 0, sendto() of the message, read() that returns its echo (read_exact
 //   uses read), shutdown(SHUT_WR), and a last read() = 0: the server closed.
+//
+// Read `main` first; echo_chunk above it is one step of its loop.
 
 #include <errno.h>
 #include <sys/socket.h>

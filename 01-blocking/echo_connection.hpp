@@ -1,13 +1,12 @@
-// 01-blocking/echo_connection.hpp: the two blocking steps that all three
-// servers of this chapter share: accept a client (accept_client), then echo
-// its connection until it leaves (echo_until_eof). The servers differ only
-// in who runs the echo loop: a child process (server.cpp), a thread
+// 01-blocking/echo_connection.hpp: the echo loop of one connection, which
+// the three servers of this chapter share (echo_until_eof). What differs
+// between them is who runs it, and each writes that out with its own
+// blocking accept4(): a child process (server.cpp), a thread
 // (server_thread.cpp), or the one and only thread, one client after another
 // (server_iterative.cpp).
 #pragma once
 
 #include <errno.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -20,31 +19,6 @@
 #include "common/errors.hpp"
 #include "common/io.hpp"
 #include "common/server.hpp"
-#include "common/unique_fd.hpp"
-
-// Waits for the next client and accepts it: accept4() sleeps until the
-// kernel has completed a TCP handshake for us. Returns an invalid unique_fd
-// when there is nobody to serve this time round:
-//   EINTR         a signal arrived (SIGCHLD, or a stop signal)
-//   EINVAL        the stop handler shut the listening socket down
-//   ECONNABORTED  the client gave up while it was queued
-//   EMFILE/ENFILE out of descriptors: the client was refused (and logged)
-// Any other failure is logged, and the server goes on.
-inline iomodels::unique_fd accept_client(int listen_fd, sockaddr_in& peer, iomodels::DescriptorReserve& reserve,
-                                         const iomodels::EventLog& log) {
-    socklen_t peer_length = sizeof peer;
-    iomodels::unique_fd connection(
-        ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &peer_length, SOCK_CLOEXEC));
-    if (!connection && (errno == EMFILE || errno == ENFILE)) {
-        // Refuse this client rather than fail again at once, in a busy loop.
-        connection = reserve.accept_or_refuse(listen_fd, peer, log);
-    }
-    if (!connection && errno != EINTR && errno != EINVAL && errno != ECONNABORTED && errno != EMFILE &&
-        errno != ENFILE) {
-        log("%s", iomodels::describe_failure("accept", errno).c_str());
-    }
-    return connection;
-}
 
 // Echoes one connection until the client closes its sending side, then
 // returns the number of bytes echoed. Each chunk is also added to

@@ -1,15 +1,10 @@
 // 01-blocking/server.cpp: a blocking echo server, one process per connection.
 //
-// The blocking I/O model (document 000 §1, document 004 "同步阻塞 I/O"): every
-// call waits until it can finish. accept() sleeps until a client connects;
-// recv() sleeps through both phases of an input operation, waiting for data
-// and copying it into our buffer. While one call sleeps, the process can do
-// nothing else, so each connection gets a process of its own: the parent only
-// accepts and fork()s, each child echoes one client and exits.
-//
-// Unlike document 004's server_syn_block.c, this one echoes every byte (not
-// one recv's worth, not up to the first NUL), finishes partial sends, and
-// reaps its children so that none stays a zombie.
+// Every call sleeps until it can finish: accept4() until a client connects,
+// recv() through both phases of a read (wait for data, copy it). While one
+// call sleeps the process can do nothing else, so the parent only accepts
+// and fork()s, each child echoes one client (echo_until_eof in
+// echo_connection.hpp) and exits, and the parent reaps children on SIGCHLD.
 //
 // usage: server [PORT] [--host ADDR] [--quiet]      (PORT 8001; 0: any free port)
 //
@@ -17,6 +12,8 @@
 //   the parent blocks in accept4(); each connection adds a clone() (glibc's
 //   fork); the child blocks in recvfrom() and sends with sendto(); its exit
 //   shows up in the parent as "--- SIGCHLD" followed by wait4().
+//
+// Read `main`'s loop first; the functions above it are its steps.
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,12 +24,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
-#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <initializer_list>
 #include <new>
 #include <set>
+#include <string>
 
 #include "common/errors.hpp"
 #include "common/net.hpp"
@@ -46,16 +45,17 @@ using namespace iomodels;
 namespace {
 
 // Counted by the SIGCHLD handler, read by main: a signal handler may only
-// touch volatile sig_atomic_t (and lock-free atomics).
-volatile sig_atomic_t children_reaped = 0;
+// touch lock-free atomics.
+std::atomic<int> children_reaped{0};
 // Of those, the children a signal killed (a SIGPIPE from a send without
 // MSG_NOSIGNAL, a crash): the parent lives on, so only this count tells.
-volatile sig_atomic_t children_killed = 0;
+std::atomic<int> children_killed{0};
+static_assert(std::atomic<int>::is_always_lock_free, "a signal handler may only use lock-free atomics");
 
 void count_reaped(int status) {
-    children_reaped = children_reaped + 1;
+    ++children_reaped;
     if (WIFSIGNALED(status)) {
-        children_killed = children_killed + 1;
+        ++children_killed;
     }
 }
 
@@ -71,13 +71,31 @@ void on_sigchld(int) {
     errno = saved_errno;
 }
 
+// No SA_RESTART: a SIGCHLD that arrives during accept() makes it return
+// EINTR, the loop goes round, nothing is lost.
+bool install_sigchld_handler() {
+    struct sigaction action {};
+    action.sa_handler = on_sigchld;
+    sigemptyset(&action.sa_mask);
+    if (::sigaction(SIGCHLD, &action, nullptr) == -1) {
+        report_failure("sigaction SIGCHLD", errno);
+        return false;
+    }
+    return true;
+}
+
+// sigprocmask(`how`, `signals`). It fails only on a bad argument (EINVAL,
+// EFAULT), which would be a bug here: reported, exit 1.
 void block_signals(int how, std::initializer_list<int> signals) {
     sigset_t set;
     sigemptyset(&set);
     for (const int signal : signals) {
         sigaddset(&set, signal);
     }
-    ::sigprocmask(how, &set, nullptr);
+    if (::sigprocmask(how, &set, nullptr) == -1) {
+        report_failure(how == SIG_BLOCK ? "sigprocmask SIG_BLOCK" : "sigprocmask SIG_UNBLOCK", errno);
+        std::exit(1);
+    }
 }
 
 // The children still running, so that a stop can end them. A pid is
@@ -97,11 +115,13 @@ public:
 
     // SIGTERM to every child still running (each then ends its
     // connection and exits), then waits for each.
-    void terminate_all() {
+    void terminate_all(const EventLog& log) {
         block_signals(SIG_BLOCK, {SIGCHLD});
         for (const pid_t pid : pids_) {
             if (!reap_if_exited(pid)) {
-                ::kill(pid, SIGTERM);
+                if (::kill(pid, SIGTERM) == -1) {
+                    log("%s", describe_failure("kill " + std::to_string(pid) + " SIGTERM", errno).c_str());
+                }
                 int status = 0;
                 while (::waitpid(pid, &status, 0) == -1 && errno == EINTR) {
                 }
@@ -125,24 +145,19 @@ private:
     std::set<pid_t> pids_;
 };
 
-}  // namespace
-
-int main(int argc, char** argv) {
-    const ServerOptions options =
-        parse_server_options_or_exit(argc, argv, "Blocking echo server: one process per connection.", 8001);
-    const EventLog log(options.quiet);
-
-    // socket, bind, listen: written out here, once, as in document 004.
+// socket, bind, listen: written out here, once, as in document 004. (The
+// other servers call listen_tcp() from common/, which does the same.)
+unique_fd listen_by_hand(const ServerOptions& options) {
     unique_fd listen_fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!listen_fd) {
         report_failure("socket AF_INET SOCK_STREAM", errno);
-        return 1;
+        return unique_fd{};
     }
     // Lets a restarted server bind its port while old connections are in TIME_WAIT.
     const int on = 1;
     if (::setsockopt(listen_fd.get(), SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) == -1) {
         report_failure("setsockopt SO_REUSEADDR", errno);
-        return 1;
+        return unique_fd{};
     }
     sockaddr_in address{};
     address.sin_family = AF_INET;
@@ -150,62 +165,92 @@ int main(int argc, char** argv) {
     address.sin_addr = *parse_ipv4(options.host);  // checked by the option parser
     if (::bind(listen_fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) == -1) {
         report_failure("bind " + format_address(address), errno);
-        return 1;
+        return unique_fd{};
     }
     // SOMAXCONN, not document 004's 10: clients that arrive together wait in
     // the kernel's queue instead of having their SYNs dropped.
     if (::listen(listen_fd.get(), SOMAXCONN) == -1) {
         report_failure("listen " + format_address(address), errno);
-        return 1;
+        return unique_fd{};
     }
+    return listen_fd;
+}
 
-    // Shared with the children: each adds the bytes it echoed. An anonymous
-    // MAP_SHARED mapping stays shared across fork(), and a lock-free atomic
-    // works between processes.
+// The bytes echoed, counted by the children: after fork() a child's memory
+// is a copy, so a plain counter's increments would stay in the child. An
+// anonymous MAP_SHARED mapping stays shared across fork(), and a lock-free
+// atomic works between processes. nullptr (reported) if mmap failed.
+std::atomic<std::uint64_t>* map_shared_counter() {
     static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
     void* shared = ::mmap(nullptr, sizeof(std::atomic<std::uint64_t>), PROT_READ | PROT_WRITE,
                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (shared == MAP_FAILED) {
         report_failure("mmap MAP_SHARED", errno);
+        return nullptr;
+    }
+    return new (shared) std::atomic<std::uint64_t>(0);
+}
+
+struct Counters {
+    std::uint64_t connections = 0;
+    std::uint64_t children_forked = 0;
+    const std::atomic<std::uint64_t>* bytes_echoed = nullptr;  // in the shared mapping
+
+    [[nodiscard]] std::array<Count, 5> list() const {
+        return {{{connections, "connections"},
+                 {bytes_echoed->load(), "bytes echoed"},
+                 {children_forked, "children forked"},
+                 {static_cast<std::uint64_t>(children_reaped.load()), "children reaped"},
+                 {static_cast<std::uint64_t>(children_killed.load()), "killed by a signal"}}};
+    }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const ServerOptions options =
+        parse_server_options_or_exit(argc, argv, "Blocking echo server: one process per connection.", 8001);
+    const EventLog log(options.quiet);
+    unique_fd listen_fd = listen_by_hand(options);
+    if (!listen_fd) {
         return 1;
     }
-    auto* bytes_echoed = new (shared) std::atomic<std::uint64_t>(0);
-
-    // No SA_RESTART: a SIGCHLD that arrives during accept() makes it return
-    // EINTR, the loop goes round, nothing is lost.
-    struct sigaction sigchld_action {};
-    sigchld_action.sa_handler = on_sigchld;
-    sigemptyset(&sigchld_action.sa_mask);
-    ::sigaction(SIGCHLD, &sigchld_action, nullptr);
+    std::atomic<std::uint64_t>* const bytes_echoed = map_shared_counter();
+    if (bytes_echoed == nullptr || !install_sigchld_handler()) {
+        return 1;
+    }
     install_stop_handlers(listen_fd.get());
     install_status_handler();  // SIGUSR1: a status line; it interrupts accept() like SIGCHLD
     DescriptorReserve reserve;
-
     if (!print_ready_line(listen_fd.get())) {
         return 1;
     }
 
     Children children;
-    std::uint64_t connections = 0;
-    std::uint64_t children_forked = 0;
-    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
-        print({{connections, "connections"},
-               {bytes_echoed->load(), "bytes echoed"},
-               {children_forked, "children forked"},
-               {static_cast<std::uint64_t>(children_reaped), "children reaped"},
-               {static_cast<std::uint64_t>(children_killed), "killed by a signal"}});
-    };
+    Counters counters{.bytes_echoed = bytes_echoed};
     while (!stop_requested()) {
         if (status_requested()) {
-            print_counts(print_status);
+            print_status(counters.list());
         }
         sockaddr_in peer{};
-        unique_fd connection = accept_client(listen_fd.get(), peer, reserve, log);  // blocks
+        socklen_t peer_length = sizeof peer;
+        // Sleeps until the kernel has completed a TCP handshake for us.
+        unique_fd connection(
+            ::accept4(listen_fd.get(), reinterpret_cast<sockaddr*>(&peer), &peer_length, SOCK_CLOEXEC));
+        if (!connection && (errno == EMFILE || errno == ENFILE)) {
+            // Out of descriptors: refuse this client rather than fail again at once, in a busy loop.
+            connection = reserve.accept_or_refuse(listen_fd.get(), peer, log);
+        }
         if (!connection) {
+            // EINTR: a signal (SIGCHLD, SIGUSR1, a stop) ended the sleep; EINVAL: the stop handler
+            // shut the listening socket down; EMFILE/ENFILE: refused and logged just above.
+            if (!accept_failed_harmlessly(errno) && errno != EINVAL && errno != EMFILE && errno != ENFILE) {
+                log("%s", describe_failure("accept", errno).c_str());
+            }
             children.forget_reaped();  // a SIGCHLD may have interrupted accept
             continue;
         }
-        ++connections;
+        ++counters.connections;
         const std::string peer_name = format_address(peer);
 
         // Stop signals stay blocked across fork() until the child has its
@@ -219,7 +264,10 @@ int main(int argc, char** argv) {
             // Child: serve this one client, then exit. A stop signal shuts
             // the connection down, so a recv() sleeping for the client
             // returns 0 and the child finishes like any other.
-            ::signal(SIGCHLD, SIG_DFL);
+            if (::signal(SIGCHLD, SIG_DFL) == SIG_ERR) {
+                report_failure("signal SIGCHLD SIG_DFL", errno);
+                std::_Exit(1);
+            }
             install_stop_handlers(-1);
             shut_down_on_stop(connection.get());
             block_signals(SIG_UNBLOCK, {SIGINT, SIGTERM});
@@ -236,7 +284,7 @@ int main(int argc, char** argv) {
             continue;  // `connection` closes here: the client sees EOF
         }
         children.add(pid);
-        ++children_forked;
+        ++counters.children_forked;
         log("accepted %s on fd %d, child pid %d", peer_name.c_str(), connection.get(), static_cast<int>(pid));
         // The parent closes its copy; the child's copy keeps the connection open.
         connection.reset();
@@ -244,8 +292,10 @@ int main(int argc, char** argv) {
     }
 
     listen_fd.reset();
-    children.terminate_all();
-    print_counts(print_summary);
-    ::munmap(shared, sizeof(std::atomic<std::uint64_t>));
+    children.terminate_all(log);
+    print_summary(counters.list());
+    if (::munmap(bytes_echoed, sizeof(std::atomic<std::uint64_t>)) == -1) {
+        report_failure("munmap", errno);
+    }
     return 0;
 }

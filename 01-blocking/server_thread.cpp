@@ -1,12 +1,11 @@
 // 01-blocking/server_thread.cpp: a blocking echo server, one thread per
 // connection.
 //
-// The same blocking calls as server.cpp (accept, recv, send all sleep until
-// they can finish), but each connection gets a thread instead of a process
-// (document 003 "阻塞式I/O模型": threads cost less than processes and share
-// memory, so a counter needs an atomic instead of a shared mapping). The
-// main thread only accepts; each thread echoes one client and ends, and is
-// joined.
+// The same blocking calls as server.cpp (accept4, recv, send all sleep until
+// they can finish), but each connection gets a thread instead of a process:
+// threads share memory, so a counter needs an atomic instead of a shared
+// mapping. The main thread only accepts; each thread echoes one client
+// (echo_until_eof in echo_connection.hpp), ends, and is joined.
 //
 // usage: server_thread [PORT] [--host ADDR] [--quiet]   (PORT 8001; 0: any free port)
 //
@@ -14,17 +13,20 @@
 //   each connection adds one clone3() with CLONE_THREAD in its flags (a new
 //   thread, not a process; compare server.cpp), and the recvfrom() calls
 //   carry the new thread's id.
+//
+// Read `main`'s loop first; the functions above it are its steps.
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <atomic>
 #include <cstdint>
-#include <mutex>
 #include <map>
+#include <mutex>
 #include <set>
 #include <string>
 #include <system_error>
@@ -53,8 +55,8 @@ namespace {
 class Workers {
 public:
     // Starts a thread that runs serve(fd), then closes the connection.
-    // Throws std::system_error if no thread can be started (EAGAIN); the
-    // connection is closed then too.
+    // Throws std::system_error if no thread can be started (EAGAIN, or
+    // pthread_sigmask failed); the connection is closed then too.
     template <typename Serve>
     void start(unique_fd connection, Serve serve) {
         const std::lock_guard lock(mutex_);  // the thread's last step waits until it is listed
@@ -66,10 +68,13 @@ public:
         sigemptyset(&status_signal);
         sigaddset(&status_signal, SIGUSR1);
         sigset_t before;
-        ::pthread_sigmask(SIG_BLOCK, &status_signal, &before);
+        if (const int error = ::pthread_sigmask(SIG_BLOCK, &status_signal, &before); error != 0) {
+            throw std::system_error(error, std::generic_category(), "pthread_sigmask SIG_BLOCK");
+        }
         const struct RestoreMask {
             const sigset_t& mask;
-            ~RestoreMask() { ::pthread_sigmask(SIG_SETMASK, &mask, nullptr); }  // also if std::thread throws
+            // Also if std::thread throws. (It cannot fail: the mask is one pthread_sigmask returned.)
+            ~RestoreMask() { ::pthread_sigmask(SIG_SETMASK, &mask, nullptr); }
         } restore{before};
         std::thread thread([this, connection = std::move(connection), serve]() mutable {
             serve(connection.get());
@@ -102,7 +107,7 @@ public:
         {
             const std::lock_guard lock(mutex_);
             for (const int fd : open_fds_) {
-                ::shutdown(fd, SHUT_RDWR);
+                ::shutdown(fd, SHUT_RDWR);  // ENOTCONN if the peer has reset it: nobody sleeps on it then
             }
             all.swap(threads_);
             finished_.clear();
@@ -119,13 +124,24 @@ private:
     std::vector<std::thread::id> finished_;           // their last step is done
 };
 
+struct Counters {
+    std::uint64_t connections = 0;
+    std::atomic<std::uint64_t> bytes_echoed{0};  // added to by every thread
+    std::uint64_t threads_started = 0;
+
+    [[nodiscard]] std::array<Count, 3> list() const {
+        return {{{connections, "connections"},
+                 {bytes_echoed.load(), "bytes echoed"},
+                 {threads_started, "threads started"}}};
+    }
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
     const ServerOptions options =
         parse_server_options_or_exit(argc, argv, "Blocking echo server: one thread per connection.", 8001);
     const EventLog log(options.quiet);
-
     // The same socket, bind and listen that server.cpp writes out by hand.
     const unique_fd listen_fd = listen_tcp(options.host, options.port, SOCK_CLOEXEC);
     if (!listen_fd) {
@@ -139,32 +155,38 @@ int main(int argc, char** argv) {
     }
 
     Workers workers;
-    std::atomic<std::uint64_t> bytes_echoed{0};
-    std::uint64_t accepted = 0;
-    std::uint64_t threads_started = 0;
-    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
-        print({{accepted, "connections"}, {bytes_echoed.load(), "bytes echoed"}, {threads_started, "threads started"}});
-    };
+    Counters counters;
     while (!stop_requested()) {
         if (status_requested()) {
-            print_counts(print_status);
+            print_status(counters.list());
         }
         sockaddr_in peer{};
-        unique_fd connection = accept_client(listen_fd.get(), peer, reserve, log);  // blocks
+        socklen_t peer_length = sizeof peer;
+        // Sleeps until the kernel has completed a TCP handshake for us.
+        unique_fd connection(
+            ::accept4(listen_fd.get(), reinterpret_cast<sockaddr*>(&peer), &peer_length, SOCK_CLOEXEC));
+        if (!connection && (errno == EMFILE || errno == ENFILE)) {
+            connection = reserve.accept_or_refuse(listen_fd.get(), peer, log);  // refuse it: no busy loop
+        }
         workers.join_finished();
         if (!connection) {
-            continue;  // interrupted, refused or failed: see accept_client
+            // EINTR: a signal (SIGUSR1, a stop) ended the sleep; EINVAL: the stop handler shut the
+            // listening socket down; EMFILE/ENFILE: refused and logged just above.
+            if (!accept_failed_harmlessly(errno) && errno != EINVAL && errno != EMFILE && errno != ENFILE) {
+                log("%s", describe_failure("accept", errno).c_str());
+            }
+            continue;
         }
-        ++accepted;
+        ++counters.connections;
         const std::string peer_name = format_address(peer);
         log("accepted %s on fd %d, new thread", peer_name.c_str(), connection.get());
         try {
             // The thread owns the connection from here on.
-            workers.start(std::move(connection), [&log, &bytes_echoed, peer_name](int fd) {
-                const std::uint64_t echoed = echo_until_eof(fd, log, bytes_echoed);
+            workers.start(std::move(connection), [&log, &counters, peer_name](int fd) {
+                const std::uint64_t echoed = echo_until_eof(fd, log, counters.bytes_echoed);
                 log("closed %s (%llu bytes echoed)", peer_name.c_str(), static_cast<unsigned long long>(echoed));
             });
-            ++threads_started;
+            ++counters.threads_started;
         } catch (const std::system_error& error) {
             log("cannot start a thread for %s (%s): refused", peer_name.c_str(), error.what());
         }
@@ -172,6 +194,6 @@ int main(int argc, char** argv) {
 
     // Stop: no new connections; end the ones in progress and join their threads.
     workers.stop_all();
-    print_counts(print_summary);
+    print_summary(counters.list());
     return 0;
 }

@@ -1,24 +1,20 @@
 // 02-nonblocking/client.cpp: a non-blocking echo client.
 //
-// Its socket is non-blocking from the start (SOCK_NONBLOCK), so:
-// - connect() cannot wait for the TCP handshake: it returns -1 EINPROGRESS
-//   at once. The client waits until the socket is writable, then asks the
-//   handshake's result with getsockopt(SO_ERROR): 0, or ECONNREFUSED ...
-//   (document 004 mentions EINPROGRESS on connect).
-// - recv() cannot wait for the echo: it returns -1 EAGAIN until bytes have
-//   arrived. The client counts those returns and prints the count: how many
-//   times it asked before the answer was there.
-//
-// It sends its arguments (joined by spaces, ending in a newline, like
-// echo(1)), or else all of standard input, sending and receiving in one loop
-// so neither side's buffers can fill up, then half-closes with
-// shutdown(SHUT_WR) and reads until the server closes.
+// Its socket is non-blocking from the start (SOCK_NONBLOCK), so connect()
+// returns -1 EINPROGRESS at once (the client waits until the socket is
+// writable, then reads the handshake's result with getsockopt(SO_ERROR)),
+// and recv() returns -1 EAGAIN until the echo has arrived: the client counts
+// those returns. It sends its arguments (like echo(1)) or standard input,
+// sending and receiving in one loop so that neither side's buffers fill up,
+// then half-closes with shutdown(SHUT_WR) and reads until the server closes.
 //
 // usage: client [--host ADDR] [--port PORT] [MESSAGE...]   (PORT 8002)
 //
 // strace: strace -e trace=connect,poll,getsockopt,sendto,recvfrom,shutdown ./build/02-nonblocking/client --port PORT hi
 //   connect() = -1 EINPROGRESS, poll() until writable, getsockopt(SO_ERROR)
 //   = [0], sendto(), a run of recvfrom() = -1 EAGAIN, then the echo.
+//
+// Read `main`'s loop first; the functions above it are its steps.
 
 #include <errno.h>
 #include <poll.h>

@@ -1,26 +1,19 @@
 // 02-nonblocking/server.cpp: a non-blocking echo server that polls every
 // socket in one loop.
 //
-// The non-blocking I/O model (document 000 §2, document 004 "同步非阻塞 I/O",
-// document 003 "非阻塞式I/O模型"): every socket has O_NONBLOCK, so a call that
-// would have to sleep returns at once with EAGAIN (also spelled EWOULDBLOCK)
-// instead. Phase 1 (wait for data) no longer blocks; the process asks again
-// and again, "polling". Phase 2 (the copy) still happens inside recv().
-//
-// One thread serves every client, which is what document 004's TODO asks
-// for: each round tries accept() once, then recv() and send() on every
-// connection in turn, and counts the EAGAIN answers. With the default
-// --interval-ms 0 the loop never sleeps: it answers at once and burns a CPU
-// core even when nobody is connected. --interval-ms N sleeps N ms between
-// rounds: almost no CPU, but up to N ms more latency. The README measures
-// both.
+// Every socket has O_NONBLOCK, so a call that would have to sleep returns at
+// once with EAGAIN ("not yet") instead. One thread serves every client: each
+// round tries accept4() until EAGAIN, then recv() and send() on every
+// connection in turn, and counts the EAGAIN answers. By default the loop
+// never sleeps and burns a CPU core; --interval-ms N naps N ms between rounds.
 //
 // usage: server [PORT] [--host ADDR] [--quiet] [--interval-ms N]   (PORT 8002; 0: any free port)
 //
 // strace: strace -e trace=accept4,recvfrom,sendto ./build/02-nonblocking/server 0 --interval-ms 100
 //   every round: accept4() = -1 EAGAIN, and recvfrom() = -1 EAGAIN on each
-//   idle connection. (Without --interval-ms, strace prints these lines as
-//   fast as it can.)
+//   idle connection; sendto() = -1 EAGAIN when a peer reads too slowly.
+//
+// Read `main`'s loop first; the functions above it are its steps.
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -29,17 +22,14 @@
 
 #include <algorithm>
 #include <array>
-#include <charconv>
 #include <cstddef>
 #include <cstdint>
-#include <span>
 #include <string>
 #include <vector>
 
 #include "common/errors.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
-#include "common/pending_output.hpp"
 #include "common/server.hpp"
 #include "common/unique_fd.hpp"
 
@@ -47,12 +37,16 @@ using namespace iomodels;
 
 namespace {
 
+// The contract's bound: while this much waits for a peer that does not
+// read, the server stops reading from that peer.
+constexpr std::size_t pending_limit = 4 * 1024 * 1024;
+
 struct Connection {
     unique_fd fd;
     std::string peer;
-    PendingOutput pending;        // received, not yet sent back
-    bool peer_finished = false;   // recv returned 0: send what is pending, then close
-    bool closed = false;          // to be removed after this round
+    std::vector<std::byte> pending{};  // received, not yet sent back, in order
+    bool peer_finished = false;        // recv returned 0: send what is pending, then close
+    bool closed = false;               // to be removed after this round
     std::uint64_t echoed = 0;
 };
 
@@ -61,6 +55,13 @@ struct Counters {
     std::uint64_t bytes_echoed = 0;
     std::uint64_t rounds = 0;
     std::uint64_t eagain = 0;  // "not yet" answers from accept, recv and send
+
+    [[nodiscard]] std::array<Count, 4> list() const {
+        return {{{connections, "connections"},
+                 {bytes_echoed, "bytes echoed"},
+                 {rounds, "rounds"},
+                 {eagain, "EAGAIN returns"}}};
+    }
 };
 
 // Tries accept4() until it says EAGAIN: there may be several clients queued,
@@ -78,15 +79,42 @@ void accept_new_clients(int listen_fd, DescriptorReserve& reserve, std::vector<C
         if (!fd) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 ++counters.eagain;  // nobody is waiting to connect: not yet
-            } else if (errno != EINTR && errno != ECONNABORTED && errno != EMFILE && errno != ENFILE) {
+            } else if (!accept_failed_harmlessly(errno) && errno != EMFILE && errno != ENFILE) {
                 log("%s", describe_failure("accept", errno).c_str());
             }
             return;
         }
         ++counters.connections;
         log("accepted %s on fd %d", format_address(peer).c_str(), fd.get());
-        connections.push_back(Connection{std::move(fd), format_address(peer), PendingOutput{}});
+        connections.push_back(Connection{.fd = std::move(fd), .peer = format_address(peer)});
     }
+}
+
+// Sends what is pending until all of it is sent or send() says EAGAIN.
+// Never sleeps. What is sent leaves the front of `pending`; the rest waits,
+// in order, for the next round: a non-blocking send can be partial, or take
+// nothing, and dropping the rest would break the echo.
+void send_pending(Connection& connection, Counters& counters, const EventLog& log) {
+    std::vector<std::byte>& pending = connection.pending;
+    std::size_t sent_now = 0;
+    while (sent_now < pending.size()) {
+        // MSG_NOSIGNAL: a peer that has gone gives EPIPE, not a SIGPIPE that kills the server.
+        const ssize_t sent =
+            ::send(connection.fd.get(), pending.data() + sent_now, pending.size() - sent_now, MSG_NOSIGNAL);
+        if (sent >= 0) {
+            sent_now += static_cast<std::size_t>(sent);  // perhaps only part: send the rest at once
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            ++counters.eagain;  // the peer's buffers are full: not yet, the rest next round
+            break;
+        } else if (errno != EINTR) {  // EINTR: a signal came before any byte went: send again
+            log("send to %s: %s", connection.peer.c_str(), describe_failure("send", errno).c_str());
+            connection.closed = true;  // EPIPE, ECONNRESET: the peer has gone
+            break;
+        }
+    }
+    pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(sent_now));
+    connection.echoed += sent_now;
+    counters.bytes_echoed += sent_now;
 }
 
 // One visit to one connection: read what has arrived (if there is room to
@@ -94,12 +122,13 @@ void accept_new_clients(int listen_fd, DescriptorReserve& reserve, std::vector<C
 void serve(Connection& connection, Counters& counters, const EventLog& log) {
     std::array<std::byte, 64 * 1024> buffer;
     // A peer that does not read makes `pending` fill up; then we stop
-    // reading from it until it has taken some bytes (room() > 0).
-    const std::size_t room = std::min(buffer.size(), connection.pending.room());
+    // reading from it until it has taken some bytes. (`pending` never
+    // holds more than pending_limit: each recv asks for at most the room left.)
+    const std::size_t room = std::min(buffer.size(), pending_limit - connection.pending.size());
     if (!connection.peer_finished && room > 0) {
         const ssize_t received = ::recv(connection.fd.get(), buffer.data(), room, 0);
         if (received > 0) {
-            connection.pending.append(std::span(buffer).first(static_cast<std::size_t>(received)));
+            connection.pending.insert(connection.pending.end(), buffer.begin(), buffer.begin() + received);
         } else if (received == 0) {
             connection.peer_finished = true;  // end of file: finish sending, then close
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -111,16 +140,7 @@ void serve(Connection& connection, Counters& counters, const EventLog& log) {
         }
     }
     if (!connection.pending.empty()) {
-        const auto result = connection.pending.flush_to(connection.fd.get());  // sends until EAGAIN
-        connection.echoed += result.bytes_sent;
-        counters.bytes_echoed += result.bytes_sent;
-        if (result.status == PendingOutput::FlushStatus::would_block) {
-            ++counters.eagain;  // the peer's buffers are full: the rest next round
-        } else if (result.status == PendingOutput::FlushStatus::error) {
-            log("send to %s: %s", connection.peer.c_str(), describe_failure("send", result.error).c_str());
-            connection.closed = true;
-            return;
-        }
+        send_pending(connection, counters, log);
     }
     if (connection.peer_finished && connection.pending.empty()) {
         connection.closed = true;
@@ -139,10 +159,7 @@ int main(int argc, char** argv) {
     const ServerOptions options = parse_server_options_or_exit(
         argc, argv, "Non-blocking echo server: one thread polls every socket in turn.", 8002,
         {{"--interval-ms", "N", "sleep N ms between rounds (default 0: never sleep)",
-          [&interval_ms](std::string_view value) {
-              const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), interval_ms);
-              return error == std::errc{} && end == value.data() + value.size() && interval_ms <= 60'000;
-          }}});
+          number(interval_ms, 0u, 60'000u)}});
     const EventLog log(options.quiet);
 
     // The listening socket is non-blocking too: accept() with nobody
@@ -162,16 +179,13 @@ int main(int argc, char** argv) {
     Counters counters;
     Counters logged;  // what the last once-a-second log line said
     timespec last_log{};
-    ::clock_gettime(CLOCK_MONOTONIC, &last_log);
-    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
-        print({{counters.connections, "connections"},
-               {counters.bytes_echoed, "bytes echoed"},
-               {counters.rounds, "rounds"},
-               {counters.eagain, "EAGAIN returns"}});
-    };
+    if (::clock_gettime(CLOCK_MONOTONIC, &last_log) == -1) {
+        report_failure("clock_gettime CLOCK_MONOTONIC", errno);
+        return 1;
+    }
     while (!stop_requested()) {
         if (status_requested()) {
-            print_counts(print_status);
+            print_status(counters.list());
         }
         ++counters.rounds;
         accept_new_clients(listen_fd.get(), reserve, connections, counters, log);
@@ -188,8 +202,7 @@ int main(int argc, char** argv) {
 
         // Once a second: how hard the loop worked for how little.
         timespec now{};
-        ::clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec > last_log.tv_sec && !log.quiet()) {
+        if (::clock_gettime(CLOCK_MONOTONIC, &now) == 0 && now.tv_sec > last_log.tv_sec && !log.quiet()) {
             log("%llu rounds, %llu EAGAIN returns in the last second, %zu connections",
                 static_cast<unsigned long long>(counters.rounds - logged.rounds),
                 static_cast<unsigned long long>(counters.eagain - logged.eagain), connections.size());
@@ -202,6 +215,6 @@ int main(int argc, char** argv) {
     }
 
     connections.clear();  // closes every connection
-    print_counts(print_summary);
+    print_summary(counters.list());
     return 0;
 }
