@@ -1,31 +1,21 @@
 // 03-select/client.cpp: an echo client that waits for its input and its
 // socket at once, with select (UNP's str_cli, select version).
 //
-// 01's blocking client must work in lock step (send a chunk, read back its
-// echo, then the next chunk): if it sent everything first, it could block in
-// send() while the server blocks sending echoes nobody reads. This client
-// never blocks in a send or a recv: it sleeps in select(), which watches
-//   - standard input (readable: more input, or end of input),
-//   - the socket for reading (an echo arrived, or the server closed),
-//   - the socket for writing, only while input waits to be sent,
-// and does whatever is ready. Echoes are read while input is still being
-// sent, so neither side's buffers can fill up and deadlock.
-//
-// At the end of input it half-closes with shutdown(SHUT_WR) instead of
-// close(): the input may be a file piped in, read long before its echo has
-// come back. The server sees end of file, sends the rest, and closes; the
-// client reads until that end of file, so every echo still arrives.
-//
-// With MESSAGE arguments it sends them (joined by spaces, ending in a
-// newline, like echo(1)) instead of reading standard input. Binary-safe:
-// what arrives is written to standard output as it is.
+// It never blocks in a send or a recv: it sleeps in select(), which watches
+// standard input, the socket for reading, and the socket for writing only
+// while input waits to be sent, and it does whatever is ready. At the end of
+// input it half-closes with shutdown(SHUT_WR) and reads on until the server's
+// end of file, so a file piped in comes back whole (README, "The client").
 //
 // usage: client [--host ADDR] [--port PORT] [MESSAGE...]   (PORT 8003)
+//   MESSAGE...: sent as one line, like echo(1), instead of standard input
 //
-// strace: strace -e trace=select,pselect6,read,sendto,recvfrom,shutdown ./build/03-select/client --port PORT < file
+// strace -e trace=select,pselect6,read,sendto,recvfrom,shutdown ./build/03-select/client --port PORT < file
 //   pselect6() (glibc's select) with fds 0 and 3 in the read set; read(0)
 //   of input; sendto(3); recvfrom(3) of the echo; shutdown(3, SHUT_WR);
 //   a last recvfrom(3) = 0.
+//
+// Read `main`'s loop first; what comes before it is setup.
 
 #include <errno.h>
 #include <sys/select.h>
@@ -38,7 +28,6 @@
 #include <cstdio>
 #include <span>
 #include <string>
-#include <vector>
 
 #include "common/errors.hpp"
 #include "common/io.hpp"
@@ -50,13 +39,13 @@
 using namespace iomodels;
 
 int main(int argc, char** argv) {
-    const ClientOptions options = parse_client_options_or_exit(argc, argv, "select echo client: sends MESSAGE (or standard input) and prints the echo, "
-                   "waiting for input and socket at once.", 8003);
-    const std::string& host = options.host;
-    const std::uint16_t port = options.port;
-    const std::vector<std::string>& words = options.words;
+    const ClientOptions options = parse_client_options_or_exit(
+        argc, argv,
+        "select echo client: sends MESSAGE (or standard input) and prints the echo, "
+        "waiting for input and socket at once.",
+        8003);
 
-    const unique_fd connection = connect_tcp(host, port);  // blocking: the handshake is not the lesson
+    const unique_fd connection = connect_tcp(options.host, options.port);  // blocking: the handshake is not the lesson
     if (!connection) {
         return 1;
     }
@@ -73,7 +62,7 @@ int main(int argc, char** argv) {
     bool shut_down = false;       // shutdown(SHUT_WR) done
     std::uint64_t sent = 0;
     std::uint64_t received = 0;
-    if (!words.empty()) {
+    if (!options.words.empty()) {
         const std::string message = options.message();
         to_server.append(std::as_bytes(std::span(message)));
         sent = message.size();

@@ -1,31 +1,21 @@
 // 03-select/server.cpp: an echo server that waits for every socket at once
-// with select (here pselect).
+// in select (here pselect, select with a signal mask).
 //
-// I/O multiplexing (document 000 §3.1, document 003 "select", document 004
-// "异步阻塞 I/O --- Reactor 模式"): the sockets are non-blocking, and the one
-// thread sleeps in a single call, pselect(), that watches all of them. It
-// returns with the sets of descriptors that are ready; a recv() on a
-// readable socket then finds its bytes at once. So phase 1 of an input
-// operation (wait for data) blocks in pselect(), for every connection
-// together, and phase 2 (copy data) happens in recv(), which never waits.
-//
-// This is document 000's select template, corrected:
-// - the sets handed to pselect are rebuilt from the master sets every round
-//   (the document's three caveats are marked "caveat 1/2/3" below);
-// - it scans the connections it has, not the numbers from sock+1 up;
-// - a closed descriptor is removed from the master sets;
-// - a descriptor >= FD_SETSIZE is refused (fd_set has no bit for it);
-// - it asks for "writable" only while output is pending (always asking
-//   turns the loop into a busy loop: a socket is writable almost always);
-// - a peer that does not read: while its PendingOutput is full, the
-//   server stops reading from it, so memory stays bounded.
+// The sockets are non-blocking, and the one thread sleeps in pselect(),
+// which watches all of them and returns the sets of those that are ready:
+// phase 1 (wait for data) blocks there, for every connection together;
+// phase 2 (copy data) is a recv() that never waits. This is document 000's
+// select template, corrected (README, "Pitfalls"); its three caveats are
+// marked "caveat 1/2/3" below.
 //
 // usage: server [PORT] [--host ADDR] [--quiet]      (PORT 8003; 0: any free port)
 //
-// strace: strace -e trace=pselect6,accept4,recvfrom,sendto ./build/03-select/server 0
+// strace -e trace=pselect6,accept4,recvfrom,sendto ./build/03-select/server 0
 //   each round is one pselect6() with the sets it was given and the sets it
 //   returns ("[3 5]" in, "in [5]" out); accept4() until EAGAIN; recvfrom()
 //   only on a socket pselect6 reported; sendto() of the echo.
+//
+// Read `main`'s loop first; the functions above it are its steps.
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -40,6 +30,7 @@
 #include <map>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "common/errors.hpp"
 #include "common/net.hpp"
@@ -55,7 +46,7 @@ namespace {
 struct Connection {
     unique_fd fd;
     std::string peer;
-    PendingOutput pending;       // received, not yet sent back
+    PendingOutput pending{};     // received, not yet sent back
     bool peer_finished = false;  // recv returned 0: send what is pending, then close
     bool reading = true;         // in the read set (false while `pending` is full)
     std::uint64_t echoed = 0;
@@ -66,6 +57,12 @@ struct Counters {
     std::uint64_t bytes_echoed = 0;
     std::uint64_t select_calls = 0;
     std::uint64_t refused = 0;
+
+    // In the order the summary and the status line print them.
+    [[nodiscard]] std::array<Count, 4> list() const {
+        return {{{connections, "connections"}, {bytes_echoed, "bytes echoed"},
+                 {select_calls, "select calls"}, {refused, "refused connections"}}};
+    }
 };
 
 // The master sets: what the server wants to hear about. pselect() never
@@ -77,7 +74,8 @@ struct Interest {
 };
 
 // Accepts until accept4() says EAGAIN: pselect reported the listening socket
-// readable once, but several clients may be queued behind it.
+// readable once, but several clients may be queued behind it. Out of
+// descriptors, it refuses one client and returns to pselect.
 void accept_new_clients(int listen_fd, DescriptorReserve& reserve, std::map<int, Connection>& connections,
                         Interest& interest, Counters& counters, const EventLog& log) {
     for (;;) {
@@ -88,18 +86,21 @@ void accept_new_clients(int listen_fd, DescriptorReserve& reserve, std::map<int,
         unique_fd fd(::accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &peer_length,
                                SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (!fd && (errno == EMFILE || errno == ENFILE)) {
-            // Out of descriptors: refuse this client (logged) instead of
-            // being woken for it again and again, a busy loop.
+            // Out of descriptors: the client stays queued and the listening
+            // socket stays readable, so pselect would report it again and
+            // again, a busy loop. Accept it with the spare descriptor and
+            // refuse it (logged with [EMFILE]), or serve it if descriptors
+            // were freed meanwhile.
             fd = reserve.accept_or_refuse(listen_fd, peer, log, SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (!fd && (errno == EMFILE || errno == ENFILE)) {
                 ++counters.refused;
-                continue;  // maybe more are queued: refuse them too, until EAGAIN
+                return;  // one refused; level-triggered, pselect reports the next one (as in 04 and 05)
             }
         }
         if (!fd) {
             // EAGAIN: nobody else is waiting, the expected end of this loop.
-            // ECONNABORTED: a client gave up while queued. EINTR: a signal.
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED && errno != EINTR) {
+            // ECONNABORTED (a client gave up while queued), EINTR: harmless too.
+            if (!accept_failed_harmlessly(errno)) {
                 log("%s", describe_failure("accept", errno).c_str());
             }
             return;
@@ -118,20 +119,16 @@ void accept_new_clients(int listen_fd, DescriptorReserve& reserve, std::map<int,
         FD_SET(fd.get(), &interest.read);
         interest.max_fd = std::max(interest.max_fd, fd.get());
         const int number = fd.get();
-        connections.emplace(number, Connection{std::move(fd), format_address(peer), PendingOutput{}});
+        connections.emplace(number, Connection{.fd = std::move(fd), .peer = format_address(peer)});
     }
 }
 
-// Sends what is pending. False if the connection failed (reset, EPIPE).
+// Sends what is pending until done or EAGAIN (the send loop 02-nonblocking
+// writes out); after EAGAIN the rest goes when pselect says "writable".
+// False if the connection failed (reset, EPIPE): close it.
 bool flush(Connection& connection, Counters& counters, const EventLog& log) {
-    const auto result = connection.pending.flush_to(connection.fd.get());  // until done or EAGAIN
-    connection.echoed += result.bytes_sent;
-    counters.bytes_echoed += result.bytes_sent;
-    if (result.status == PendingOutput::FlushStatus::error) {
-        log("send to %s: %s", connection.peer.c_str(), describe_failure("send", result.error).c_str());
-        return false;
-    }
-    return true;  // done, or EAGAIN: the peer's buffers are full, the rest when it is writable
+    return flush_and_count(connection.pending, connection.fd.get(), connection.peer, connection.echoed,
+                           counters.bytes_echoed, log) != PendingOutput::FlushStatus::error;
 }
 
 // pselect said `connection` is readable: data, end of file, or an error is
@@ -184,6 +181,30 @@ void update_interest(Connection& connection, Interest& interest, const EventLog&
     }
 }
 
+// Installs the stop and status handlers, then blocks SIGINT and SIGTERM
+// everywhere except inside pselect. Otherwise a signal could arrive after
+// the loop checked stop_requested() and before it went to sleep in
+// select(): the handler would set the flag, and select would sleep on,
+// maybe forever. With the signals blocked, such a signal stays pending;
+// pselect unblocks them (its last argument, the mask to use while it waits)
+// atomically as it starts to wait, so the pending signal runs the handler at
+// once and pselect returns EINTR. This is the reason pselect exists
+// (document 000 §3.1: "pselect允许指定信号掩码"). `mask_while_waiting` gets
+// the mask as it was: the stop signals not blocked (the installs unblock
+// them). False if sigprocmask failed (reported).
+bool block_stop_signals(sigset_t& mask_while_waiting) {
+    install_stop_handlers(-1);  // the handler only sets the flag; pselect returns EINTR
+    // SIGUSR1 (a status line) is not blocked: it may interrupt any call, and
+    // if it comes just before pselect, the line waits for the next event.
+    install_status_handler();
+    const sigset_t stop = stop_signals();
+    if (::sigprocmask(SIG_BLOCK, &stop, &mask_while_waiting) == -1) {
+        report_failure("sigprocmask SIG_BLOCK SIGINT SIGTERM", errno);
+        return false;
+    }
+    return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -198,24 +219,8 @@ int main(int argc, char** argv) {
     if (!listen_fd) {
         return 1;
     }
-
-    // SIGINT and SIGTERM are blocked everywhere except inside pselect.
-    // Otherwise a signal could arrive after the loop checked stop_requested()
-    // and before it went to sleep in select(): the handler would set the
-    // flag, and select would sleep on, maybe forever. With the signals
-    // blocked, such a signal stays pending; pselect unblocks them (its last
-    // argument, the mask to use while it waits) atomically as it starts to
-    // wait, so the pending signal runs the handler at once and pselect
-    // returns EINTR. This is the reason pselect exists (document 000 §3.1:
-    // "pselect允许指定信号掩码").
-    install_stop_handlers(-1);  // the handler only sets the flag; pselect returns EINTR
-    // SIGUSR1 (a status line) is not blocked: it may interrupt any call, and
-    // if it comes just before pselect, the line waits for the next event.
-    install_status_handler();
-    const sigset_t stop = stop_signals();
-    sigset_t mask_while_waiting;  // the mask as it was: the stop signals not blocked (the installs unblock them)
-    if (::sigprocmask(SIG_BLOCK, &stop, &mask_while_waiting) == -1) {
-        report_failure("sigprocmask SIG_BLOCK SIGINT SIGTERM", errno);
+    sigset_t mask_while_waiting;  // pselect's last argument: the stop signals unblocked
+    if (!block_stop_signals(mask_while_waiting)) {
         return 1;
     }
     DescriptorReserve reserve;
@@ -228,18 +233,12 @@ int main(int argc, char** argv) {
     FD_ZERO(&interest.write);
     FD_SET(listen_fd.get(), &interest.read);
     interest.max_fd = listen_fd.get();
-
     std::map<int, Connection> connections;  // by descriptor, in the order select's sets list them
     Counters counters;
-    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
-        print({{counters.connections, "connections"},
-               {counters.bytes_echoed, "bytes echoed"},
-               {counters.select_calls, "select calls"},
-               {counters.refused, "refused connections"}});
-    };
+
     while (!stop_requested() && !stop_signal_pending()) {
         if (status_requested()) {
-            print_counts(print_status);
+            print_status(counters.list());
         }
         // Caveat 2: pselect overwrites the sets it is given with the sets of
         // ready descriptors. Hand it copies and keep the master sets intact.
@@ -300,6 +299,6 @@ int main(int argc, char** argv) {
     }
 
     connections.clear();  // closes every connection
-    print_counts(print_summary);
+    print_summary(counters.list());
     return 0;
 }

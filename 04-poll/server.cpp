@@ -1,34 +1,21 @@
 // 04-poll/server.cpp: an echo server that waits for every socket at once
-// with poll (here ppoll).
+// with poll (here ppoll, poll with a signal mask).
 //
-// I/O multiplexing (document 000 §3.2, document 003 "poll"): every socket is
-// non-blocking, and the one thread sleeps in a single call, ppoll(), over an
-// array of struct pollfd {fd, events, revents}: one entry per socket, with
-// the events the server wants to hear about. The kernel writes its answer
-// into `revents` and never touches `fd` or `events`, so the array is kept
-// from one call to the next (select's sets must be rebuilt every round).
-// Phase 1 of an input operation (wait for data) blocks in ppoll(), for all
-// sockets together; phase 2 (copy data) happens in recv(), which never waits.
-//
-// This is document 000's poll template, corrected:
-// - the array grows with the connections (no MAX_NUM_FDS) and shrinks with
-//   them: a closed descriptor is removed, because an entry whose descriptor
-//   is closed makes poll answer POLLNVAL at once, every call: a busy loop;
-// - it accepts until EAGAIN, not one client per wake-up, and reads until
-//   EAGAIN too (at most 16 reads a round: poll is level-triggered, what is
-//   left is reported again);
-// - it asks for POLLOUT only while output is pending (a socket is writable
-//   almost always: asking always turns the loop into a busy loop);
-// - a peer that does not read: while its PendingOutput is full, the server
-//   stops asking for POLLIN from it, so memory stays bounded;
-// - POLLRDHUP, POLLHUP and POLLERR are handled: half-close, hang-up, error.
+// The one thread sleeps in ppoll() over an array of struct pollfd {fd,
+// events, revents}, one entry per socket. The kernel writes its answer into
+// `revents` and never touches `fd` or `events`, so the array is kept from one
+// call to the next (select's sets must be copied every round). Phase 1 (wait
+// for data) blocks in ppoll(); phase 2 (copy data) is recv(), which never
+// waits. What this fixes in document 000's poll template: README, "Pitfalls".
 //
 // usage: server [PORT] [--host ADDR] [--quiet]      (PORT 8004; 0: any free port)
 //
-// strace: strace -e trace=ppoll,accept4,recvfrom,sendto ./build/04-poll/server 0
+// strace -e trace=ppoll,accept4,recvfrom,sendto ./build/04-poll/server 0
 //   each round is one ppoll() with the whole array it was given and, after
 //   "=", the entries that are ready with their revents; accept4() until
 //   EAGAIN; recvfrom() until EAGAIN (or 0: end of file); sendto() of the echo.
+//
+// Read `main`'s loop first; the functions above it are its steps.
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -61,7 +48,7 @@ namespace {
 struct Connection {
     unique_fd fd;
     std::string peer;
-    PendingOutput pending;       // received, not yet sent back
+    PendingOutput pending{};     // received, not yet sent back
     bool peer_finished = false;  // recv returned 0: send what is pending, then close
     std::uint64_t echoed = 0;
 };
@@ -70,6 +57,11 @@ struct Counters {
     std::uint64_t connections = 0;
     std::uint64_t bytes_echoed = 0;
     std::uint64_t poll_calls = 0;
+
+    // In the order the summary and the status line print them.
+    [[nodiscard]] std::array<Count, 3> list() const {
+        return {{{connections, "connections"}, {bytes_echoed, "bytes echoed"}, {poll_calls, "poll calls"}}};
+    }
 };
 
 // What to ask poll() about a connection, given its state. This is the
@@ -118,10 +110,9 @@ void accept_new_clients(int listen_fd, DescriptorReserve& reserve, std::vector<p
         }
         if (!fd) {
             // EAGAIN: nobody else is waiting, the expected end of this loop.
+            // ECONNABORTED (a client gave up while queued), EINTR: harmless too.
             // EMFILE/ENFILE: one client refused; ppoll reports the next one.
-            // ECONNABORTED: a client gave up while queued. EINTR: a signal.
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EMFILE && errno != ENFILE &&
-                errno != ECONNABORTED && errno != EINTR) {
+            if (!accept_failed_harmlessly(errno) && errno != EMFILE && errno != ENFILE) {
                 log("%s", describe_failure("accept", errno).c_str());
             }
             return;
@@ -130,21 +121,16 @@ void accept_new_clients(int listen_fd, DescriptorReserve& reserve, std::vector<p
         log("accepted %s on fd %d", format_address(peer).c_str(), fd.get());
         fds.push_back({fd.get(), POLLIN | POLLRDHUP, 0});  // the array grows: no fixed limit
         const int number = fd.get();
-        connections.emplace(number, Connection{std::move(fd), format_address(peer), PendingOutput{}});
+        connections.emplace(number, Connection{.fd = std::move(fd), .peer = format_address(peer)});
     }
 }
 
-// Sends what is pending until done or EAGAIN. False if the connection
-// failed (EPIPE, ECONNRESET): close it.
+// Sends what is pending until done or EAGAIN (the send loop 02-nonblocking
+// writes out); after EAGAIN the rest goes when ppoll reports POLLOUT.
+// False if the connection failed (EPIPE, ECONNRESET): close it.
 bool flush(Connection& connection, Counters& counters, const EventLog& log) {
-    const auto result = connection.pending.flush_to(connection.fd.get());
-    connection.echoed += result.bytes_sent;
-    counters.bytes_echoed += result.bytes_sent;
-    if (result.status == PendingOutput::FlushStatus::error) {
-        log("send to %s: %s", connection.peer.c_str(), describe_failure("send", result.error).c_str());
-        return false;
-    }
-    return true;  // done, or EAGAIN: the rest when ppoll reports POLLOUT
+    return flush_and_count(connection.pending, connection.fd.get(), connection.peer, connection.echoed,
+                           counters.bytes_echoed, log) != PendingOutput::FlushStatus::error;
 }
 
 // Data, end of file or an error is waiting. recv() (phase 2: the copy)
@@ -214,6 +200,29 @@ bool serve(Connection& connection, short revents, Counters& counters, const Even
     return !(connection.peer_finished && connection.pending.empty());  // half-closed and all sent: done
 }
 
+// Installs the stop and status handlers, then blocks SIGINT and SIGTERM
+// everywhere except inside ppoll. Otherwise a signal could arrive after the
+// loop checked stop_requested() and before it went to sleep in poll(): the
+// handler would set the flag, and poll would sleep on, maybe forever.
+// ppoll installs `mask_while_waiting` (the mask as it was, without the stop
+// signals) atomically as it starts to wait, so a pending stop signal runs
+// the handler at once and ppoll returns EINTR: ppoll is to poll what pselect
+// is to select (03-select). False if sigprocmask failed (reported).
+bool block_stop_signals(sigset_t& mask_while_waiting) {
+    install_stop_handlers(-1);  // the handler only sets the flag; ppoll returns EINTR
+    // SIGUSR1 (a status line) is not blocked: it may interrupt any call, and
+    // if it comes just before ppoll, the line waits for the next event.
+    install_status_handler();
+    const sigset_t stop = stop_signals();
+    if (::sigprocmask(SIG_BLOCK, &stop, &mask_while_waiting) == -1) {
+        report_failure("sigprocmask SIG_BLOCK SIGINT SIGTERM", errno);
+        return false;
+    }
+    ::sigdelset(&mask_while_waiting, SIGINT);  // even if our parent had them blocked
+    ::sigdelset(&mask_while_waiting, SIGTERM);
+    return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -228,26 +237,10 @@ int main(int argc, char** argv) {
         return 1;
     }
 
-    // SIGINT and SIGTERM are blocked everywhere except inside ppoll.
-    // Otherwise a signal could arrive after the loop checked stop_requested()
-    // and before it went to sleep in poll(): the handler would set the flag,
-    // and poll would sleep on, maybe forever. With the signals blocked, such
-    // a signal stays pending; ppoll installs its last argument as the signal
-    // mask atomically as it starts to wait, so the pending signal runs the
-    // handler at once and ppoll returns EINTR. (ppoll is to poll what
-    // pselect is to select, see 03-select.)
-    install_stop_handlers(-1);  // the handler only sets the flag; ppoll returns EINTR
-    // SIGUSR1 (a status line) is not blocked: it may interrupt any call, and
-    // if it comes just before ppoll, the line waits for the next event.
-    install_status_handler();
-    const sigset_t stop = stop_signals();
-    sigset_t mask_while_waiting;  // the mask as it was, without the stop signals
-    if (::sigprocmask(SIG_BLOCK, &stop, &mask_while_waiting) == -1) {
-        report_failure("sigprocmask SIG_BLOCK SIGINT SIGTERM", errno);
+    sigset_t mask_while_waiting;  // ppoll's last argument: the stop signals unblocked
+    if (!block_stop_signals(mask_while_waiting)) {
         return 1;
     }
-    ::sigdelset(&mask_while_waiting, SIGINT);  // even if our parent had them blocked
-    ::sigdelset(&mask_while_waiting, SIGTERM);
     DescriptorReserve reserve;
     if (!print_ready_line(listen_fd.get())) {
         return 1;
@@ -260,16 +253,11 @@ int main(int argc, char** argv) {
     std::vector<pollfd> fds{{listen_fd.get(), POLLIN, 0}};
     std::unordered_map<int, Connection> connections;
     Counters counters;
-    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
-        print({{counters.connections, "connections"},
-               {counters.bytes_echoed, "bytes echoed"},
-               {counters.poll_calls, "poll calls"}});
-    };
     // stop_signal_pending(): a stop signal that came while descriptors were
     // ready at every ppoll() is still pending (see common/server.hpp).
     while (!stop_requested() && !stop_signal_pending()) {
         if (status_requested()) {
-            print_counts(print_status);
+            print_status(counters.list());
         }
         ++counters.poll_calls;
         // Sleeps (phase 1) until an entry is ready or a stop signal arrives.
@@ -324,6 +312,6 @@ int main(int argc, char** argv) {
     }
 
     connections.clear();  // closes every connection
-    print_counts(print_summary);
+    print_summary(counters.list());
     return 0;
 }

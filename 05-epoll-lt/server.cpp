@@ -1,47 +1,25 @@
 // 05-epoll-lt/server.cpp: an echo server on epoll, level-triggered (the
 // default mode).
 //
-// I/O multiplexing with epoll (document 000 §3.3, document 003 "epoll" and
-// its implementation). select and poll take the whole list of descriptors
-// on every call and scan it; epoll splits that in two:
-// - epoll_ctl() edits an *interest list* kept in the kernel (a red-black
-//   tree in the epoll instance): ADD a descriptor with the events wanted,
-//   MOD them, DEL it. Once, not every round.
-// - epoll_wait() sleeps (phase 1: wait for data) until the *ready list* is
-//   not empty, and copies out only the entries on it. A socket puts itself
-//   on the ready list from a callback when data arrives, so the cost of a
-//   call grows with the number of ready descriptors, not watched ones.
-// Phase 2 (copy data) is recv(), on non-blocking sockets, as in 03 and 04.
-//
-// Level-triggered: an entry stays on the ready list for as long as its
-// condition holds. Data left unread is reported again by the next
-// epoll_wait, exactly like poll; so this server may stop reading a
-// connection after a few reads and come back to it next round.
-//
-// What document 000's template leaves out, done here:
-// - EPOLLOUT only while output is pending (EPOLL_CTL_MOD adds it when send()
-//   says EAGAIN and removes it once all is sent): a socket is writable
-//   almost always, and asking for it always makes every epoll_wait return
-//   at once, a busy loop;
-// - accept until EAGAIN; EPOLLRDHUP for half-close; EPOLLHUP and EPOLLERR
-//   handled after the input still queued is read (TLPI 63.4.3);
-// - EPOLL_CTL_DEL before close(); a peer that does not read makes the server
-//   stop asking for EPOLLIN from it (memory stays bounded);
-// - SIGINT/SIGTERM arrive through a signalfd in the interest list, so a
-//   stop request is one more event and cannot be lost.
+// epoll_ctl() edits an interest list kept in the kernel, only when something
+// changes; epoll_wait() sleeps (phase 1: wait for data) until some of the
+// watched sockets are ready, and returns only those. Level-triggered: data
+// left unread is reported again by the next epoll_wait, as poll would report
+// it. Phase 2 (copy data) is recv() on non-blocking sockets, as in 03 and 04.
+// SIGINT and SIGTERM arrive through a signalfd in the interest list.
 //
 // usage: server [PORT] [--host ADDR] [--quiet]      (PORT 8005; 0: any free port)
 //
-// strace: strace -e trace=epoll_create1,epoll_ctl,epoll_wait,accept4,recvfrom,sendto,close
-//                ./build/05-epoll-lt/server 0
-//   epoll_ctl(ADD) once per connection (no EPOLLET: level-triggered);
-//   each epoll_wait() returns only the ready entries, with the data.u64 the
-//   server gave them (here the address of its Connection); EPOLL_CTL_DEL
-//   right before close().
+// strace -e trace=epoll_create1,epoll_ctl,epoll_wait,accept4,recvfrom,sendto,close ./build/05-epoll-lt/server 0
+//   epoll_ctl(ADD) once per connection (no EPOLLET: level-triggered); each
+//   epoll_wait() returns only the ready entries, with the data.u64 the server
+//   gave them (the address of its Connection); EPOLL_CTL_DEL right before close().
+//
+// Read `main`'s loop first; the functions above it are its steps.
 
 #include <errno.h>
-#include <string.h>
 #include <netinet/in.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -72,8 +50,8 @@ namespace {
 struct Connection {
     unique_fd fd;
     std::string peer;
-    PendingOutput pending;       // received, not yet sent back
-    bool peer_finished = false;  // recv returned 0: send what is pending, then close
+    PendingOutput pending{};       // received, not yet sent back
+    bool peer_finished = false;    // recv returned 0: send what is pending, then close
     std::uint32_t registered = 0;  // the events the interest list has for it now
     std::uint64_t echoed = 0;
 };
@@ -83,6 +61,12 @@ struct Counters {
     std::uint64_t bytes_echoed = 0;
     std::uint64_t epoll_wait_calls = 0;
     std::uint64_t events = 0;
+
+    // In the order the summary and the status line print them.
+    [[nodiscard]] std::array<Count, 4> list() const {
+        return {{{connections, "connections"}, {bytes_echoed, "bytes echoed"},
+                 {epoll_wait_calls, "epoll_wait calls"}, {events, "events"}}};
+    }
 };
 
 // The events to ask for, given a connection's state (compare 04's interest()).
@@ -149,10 +133,10 @@ void accept_new_clients(int epoll_fd, int listen_fd, DescriptorReserve& reserve,
         }
         if (!fd) {
             // EAGAIN: nobody else is waiting, the expected end of this loop.
+            // ECONNABORTED (a client gave up while queued), EINTR: harmless too.
             // EMFILE/ENFILE: one refused; level-triggered, the next one is
-            // reported again. ECONNABORTED: a client gave up while queued.
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EMFILE && errno != ENFILE &&
-                errno != ECONNABORTED && errno != EINTR) {
+            // reported again.
+            if (!accept_failed_harmlessly(errno) && errno != EMFILE && errno != ENFILE) {
                 log("%s", describe_failure("accept", errno).c_str());
             }
             return;
@@ -161,7 +145,7 @@ void accept_new_clients(int epoll_fd, int listen_fd, DescriptorReserve& reserve,
         // unordered_map never moves its elements, so the address of a
         // Connection is stable for its whole life: it goes into data.ptr.
         auto [position, inserted] =
-            connections.emplace(number, Connection{std::move(fd), format_address(peer), PendingOutput{}});
+            connections.emplace(number, Connection{.fd = std::move(fd), .peer = format_address(peer)});
         Connection& connection = position->second;
         epoll_event event{};
         event.events = EPOLLIN | EPOLLRDHUP;  // no EPOLLET: level-triggered
@@ -181,17 +165,12 @@ void accept_new_clients(int epoll_fd, int listen_fd, DescriptorReserve& reserve,
     }
 }
 
-// Sends what is pending until done or EAGAIN. False if the connection
-// failed (EPIPE, ECONNRESET): close it.
+// Sends what is pending until done or EAGAIN (the send loop 02-nonblocking
+// writes out); after EAGAIN the rest goes when epoll_wait reports EPOLLOUT.
+// False if the connection failed (EPIPE, ECONNRESET): close it.
 bool flush(Connection& connection, Counters& counters, const EventLog& log) {
-    const auto result = connection.pending.flush_to(connection.fd.get());
-    connection.echoed += result.bytes_sent;
-    counters.bytes_echoed += result.bytes_sent;
-    if (result.status == PendingOutput::FlushStatus::error) {
-        log("send to %s: %s", connection.peer.c_str(), describe_failure("send", result.error).c_str());
-        return false;
-    }
-    return true;  // done, or EAGAIN: the rest when epoll_wait reports EPOLLOUT
+    return flush_and_count(connection.pending, connection.fd.get(), connection.peer, connection.echoed,
+                           counters.bytes_echoed, log) != PendingOutput::FlushStatus::error;
 }
 
 // recv() (phase 2) until EAGAIN, end of file, no room, or 16 reads: the
@@ -322,15 +301,9 @@ int main(int argc, char** argv) {
     // lost: they stay on the ready list for the next call.
     std::array<epoll_event, 128> events;
     bool stopping = false;
-    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
-        print({{counters.connections, "connections"},
-               {counters.bytes_echoed, "bytes echoed"},
-               {counters.epoll_wait_calls, "epoll_wait calls"},
-               {counters.events, "events"}});
-    };
     while (!stopping) {
         if (status_requested()) {
-            print_counts(print_status);
+            print_status(counters.list());
         }
         ++counters.epoll_wait_calls;
         // Sleeps (phase 1) until the ready list is not empty. -1: no
@@ -374,6 +347,6 @@ int main(int argc, char** argv) {
         log("SIG%s: stopping", ::sigabbrev_np(static_cast<int>(signal_info.ssi_signo)));
     }
     connections.clear();  // closes every connection (closing the epoll instance empties its list)
-    print_counts(print_summary);
+    print_summary(counters.list());
     return 0;
 }
