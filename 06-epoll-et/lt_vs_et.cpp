@@ -2,22 +2,18 @@
 // edge-triggered and one-shot, for the same bytes.
 //
 // A socketpair, K bytes written into one end, the other end watched by an
-// epoll instance; then, K+1 times: epoll_wait with timeout 0 (nothing can
-// hang) and, if it reported the socket, read ONE byte. The only difference
-// between the runs is one flag in epoll_ctl (document 003 水平触发/边缘触发;
-// the kernel's own selftests, epoll_wakeup_test.c, test it the same way):
-// - level-triggered (the default): reported while unread data remains,
-//   so K wakeups for K bytes;
-// - EPOLLET: reported when data arrives; the bytes left unread are not
-//   reported again, so 1 wakeup, until more data arrives (a new edge);
-// - EPOLLONESHOT: reported once, then the descriptor is disarmed until
-//   epoll_ctl(EPOLL_CTL_MOD) arms it again.
+// epoll instance; then epoll_wait with timeout 0 (nothing can hang), and one
+// byte read per wakeup. The three runs differ in one flag of epoll_ctl:
+// level-triggered gives K wakeups, EPOLLET 1 until new data arrives,
+// EPOLLONESHOT 1 until EPOLL_CTL_MOD arms it again (why: README.md).
 //
 // usage: lt_vs_et [--bytes K]      (K from 1 to 1000, default 5)
 //
 // strace: strace -e trace=epoll_ctl,epoll_wait,read,write ./build/06-epoll-et/lt_vs_et
 //   the three epoll_ctl(EPOLL_CTL_ADD) differ only in EPOLLET/EPOLLONESHOT;
 //   each epoll_wait(..., 0) = 1 is followed by a read(..., 1) = 1.
+//
+// Read `main` first, one block per mode; the functions above it are its steps.
 
 #include <errno.h>
 #include <sys/epoll.h>
@@ -25,12 +21,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <charconv>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <string_view>
-#include <system_error>
 
 #include "common/errors.hpp"
 #include "common/event_names.hpp"
@@ -139,10 +134,7 @@ int main(int argc, char** argv) {
         "[--bytes K]",
         "epoll_wait reports level-triggered, edge-triggered (EPOLLET) and one-shot (EPOLLONESHOT) readiness.",
         {{"--bytes", "K", "bytes written before reading them one per wakeup (1 to 1000, default 5)",
-          [&bytes](std::string_view value) {
-              const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), bytes);
-              return error == std::errc{} && end == value.data() + value.size() && bytes >= 1 && bytes <= 1000;
-          }}},
+          number(bytes, 1, 1000)}},
         {},
         "argument",
         "",

@@ -1,35 +1,12 @@
 // 06-epoll-et/server.cpp: an echo server on epoll, edge-triggered (EPOLLET).
 //
-// Edge-triggered (document 000 §3.3 ET, document 003 水平触发/边缘触发,
-// document 004 server_multiplex_io.c): epoll_wait reports a descriptor when
-// its state *changes* (new data arrived, the send buffer gained room), not
-// while it *is* ready. What the server leaves unread is not reported again;
-// only new data makes a new edge. So every descriptor is non-blocking and
-// each handler goes on until the call says EAGAIN:
-// - the listening socket: accept4() until EAGAIN (a burst of clients is one
-//   edge);
-// - a connection: recv() until EAGAIN; send() until EAGAIN, and then
-//   EPOLL_CTL_MOD adds EPOLLOUT (with EPOLLET: a MOD replaces all the
-//   flags, and one without EPOLLET would silently turn the descriptor
-//   level-triggered) to hear when the peer has read some of its echo.
-//
-// Fairness: "recv until EAGAIN" lets one fast sender keep the loop for as
-// long as it keeps sending. So a connection gets at most --read-budget
-// bytes per turn; if it stopped before EAGAIN it goes on a `still_readable`
-// queue of our own (the kernel will not tell us again), and epoll_wait is
-// then called with timeout 0, so new events and the queued connections
-// take turns. The same queue holds a connection that stopped reading
-// because its peer does not read (4 MiB pending): it is queued again once
-// its output drains.
-//
-// --short-read-drains saves a system call per message: a recv() that
-// returns less than it asked for ends the run of reads, as EAGAIN does
-// (for TCP a short read means the receive queue was empty; see receive()).
-// The benchmark measures both (tests/bench).
-//
-// --no-drain is the classic bug, for the exercise: one recv() of at most
-// 4096 bytes per notification, like a level-triggered loop. The rest of the
-// input sits in the socket and no new edge comes: the client stalls.
+// epoll_wait reports a descriptor when something happens to it (data
+// arrives, room to send appears), not while it is ready. So every descriptor
+// is non-blocking and every handler goes on until EAGAIN: accept4() on the
+// listening socket, recv() and send() on a connection. A connection reads at
+// most --read-budget bytes per turn and then waits on `still_readable`, a
+// ready list of our own. The rules, --short-read-drains and the --no-drain
+// bug are explained in README.md.
 //
 // usage: server [PORT] [--host ADDR] [--quiet] [--read-budget BYTES] [--short-read-drains] [--no-drain]
 //        (PORT 8006; 0: any free port)
@@ -37,6 +14,8 @@
 // strace: strace -e trace=epoll_ctl,epoll_wait,accept4,recvfrom,sendto ./build/06-epoll-et/server 0
 //   every EPOLL_CTL_ADD and EPOLL_CTL_MOD carries EPOLLET; accept4() and
 //   each connection's recvfrom() run of calls end with -1 EAGAIN.
+//
+// Read `main`'s loop first; the functions above it are its steps.
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -47,15 +26,14 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <span>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
@@ -75,7 +53,7 @@ namespace {
 struct Connection {
     unique_fd fd;
     std::string peer;
-    PendingOutput pending;           // received, not yet sent back
+    PendingOutput pending{};         // received, not yet sent back
     bool peer_finished = false;      // recv returned 0: send what is pending, then close
     bool unread_input = false;       // we stopped reading before EAGAIN: input may be waiting
     bool end_announced = false;      // an event said EPOLLRDHUP, EPOLLHUP or EPOLLERR: read to the end
@@ -90,12 +68,21 @@ struct Counters {
     std::uint64_t epoll_wait_calls = 0;
     std::uint64_t events = 0;
     std::uint64_t turns_yielded = 0;  // reads stopped by the budget, resumed from still_readable
+
+    // In the order the status and summary lines print them.
+    [[nodiscard]] std::array<Count, 5> list() const {
+        return {{{connections, "connections"},
+                 {bytes_echoed, "bytes echoed"},
+                 {epoll_wait_calls, "epoll_wait calls"},
+                 {events, "events"},
+                 {turns_yielded, "turns yielded"}}};
+    }
 };
 
 struct Settings {
-    std::size_t read_budget;  // bytes per connection per turn
-    bool drain;               // false: --no-drain, the bug
-    bool short_read_drains;   // --short-read-drains: a short recv ends the run, no EAGAIN call
+    std::size_t read_budget = 256 * 1024;  // bytes per connection per turn
+    bool drain = true;                     // false: --no-drain, the bug
+    bool short_read_drains = false;        // --short-read-drains: a short recv ends the run, no EAGAIN call
 };
 
 // Everything the loop works on.
@@ -103,9 +90,9 @@ struct Server {
     int epoll_fd;
     Settings settings;
     const EventLog& log;
-    std::unordered_map<int, Connection> connections;  // elements never move: &Connection is data.ptr
-    std::deque<Connection*> still_readable;           // our own ready list (see the header)
-    Counters counters;
+    std::unordered_map<int, Connection> connections{};  // elements never move: &Connection is data.ptr
+    std::deque<Connection*> still_readable{};           // our own ready list: input the kernel will not report again
+    Counters counters{};
 };
 
 constexpr std::uint32_t input_events = EPOLLIN | EPOLLRDHUP | EPOLLET;
@@ -172,7 +159,7 @@ void accept_new_clients(Server& server, int listen_fd, DescriptorReserve& reserv
         }
         const int number = fd.get();
         auto [position, inserted] =
-            server.connections.emplace(number, Connection{std::move(fd), format_address(peer), PendingOutput{}});
+            server.connections.emplace(number, Connection{.fd = std::move(fd), .peer = format_address(peer)});
         Connection& connection = position->second;
         epoll_event event{};
         event.events = input_events;
@@ -191,17 +178,17 @@ void accept_new_clients(Server& server, int listen_fd, DescriptorReserve& reserv
     }
 }
 
-// send() until done or EAGAIN; on EAGAIN, ask for EPOLLOUT (edge: "the
-// peer has read, there is room now"). False: close the connection.
+// send() until done or EAGAIN (02-nonblocking writes that loop out; here
+// flush_and_count runs it); on EAGAIN, ask for EPOLLOUT (edge: "the peer
+// has read, there is room now"). False: close the connection.
 bool flush(Server& server, Connection& connection) {
-    const auto result = connection.pending.flush_to(connection.fd.get());
-    connection.echoed += result.bytes_sent;
-    server.counters.bytes_echoed += result.bytes_sent;
-    if (result.status == PendingOutput::FlushStatus::error) {
-        server.log("send to %s: %s", connection.peer.c_str(), describe_failure("send", result.error).c_str());
+    const PendingOutput::FlushStatus status =
+        flush_and_count(connection.pending, connection.fd.get(), connection.peer, connection.echoed,
+                        server.counters.bytes_echoed, server.log);
+    if (status == PendingOutput::FlushStatus::error) {
         return false;
     }
-    return ask_for_output(server, connection, result.status == PendingOutput::FlushStatus::would_block);
+    return ask_for_output(server, connection, status == PendingOutput::FlushStatus::would_block);
 }
 
 // Reads (phase 2) until EAGAIN, end of file, no room, or the budget is
@@ -292,18 +279,12 @@ void close_connection(Server& server, Connection& connection) {
     server.connections.erase(connection.fd.get());
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-    Settings settings{256 * 1024, true, false};
-    const ServerOptions options = parse_server_options_or_exit(
+// PORT, --host and --quiet, and this chapter's options into `settings`.
+ServerOptions parse_options_or_exit(int argc, char** argv, Settings& settings) {
+    return parse_server_options_or_exit(
         argc, argv, "edge-triggered epoll echo server: every descriptor read and written until EAGAIN.", 8006,
         {{"--read-budget", "BYTES", "read at most BYTES per connection per turn (default 262144)",
-          [&settings](std::string_view value) {
-              const auto [end, error] =
-                  std::from_chars(value.data(), value.data() + value.size(), settings.read_budget);
-              return error == std::errc{} && end == value.data() + value.size() && settings.read_budget > 0;
-          }},
+          number(settings.read_budget, std::size_t{1}, std::numeric_limits<std::size_t>::max())},
          {"--short-read-drains", "", "end a run of reads at a short read too: one recv per message, no EAGAIN",
           [&settings](std::string_view) { return settings.short_read_drains = true; }},
          {"--no-drain", "", "the classic bug: read once per notification (at most 4096 bytes); clients stall",
@@ -311,6 +292,13 @@ int main(int argc, char** argv) {
               settings.drain = false;
               return true;
           }}});
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Settings settings;
+    const ServerOptions options = parse_options_or_exit(argc, argv, settings);
     const EventLog log(options.quiet);
 
     // Non-blocking: the accept loop ends with EAGAIN instead of sleeping.
@@ -344,19 +332,12 @@ int main(int argc, char** argv) {
         return 1;
     }
 
-    Server server{epoll_fd.get(), settings, log, {}, {}, {}};
+    Server server{.epoll_fd = epoll_fd.get(), .settings = settings, .log = log};
     std::array<epoll_event, 128> events;
     bool stopping = false;
-    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
-        print({{server.counters.connections, "connections"},
-               {server.counters.bytes_echoed, "bytes echoed"},
-               {server.counters.epoll_wait_calls, "epoll_wait calls"},
-               {server.counters.events, "events"},
-               {server.counters.turns_yielded, "turns yielded"}});
-    };
     while (!stopping) {
         if (status_requested()) {
-            print_counts(print_status);
+            print_status(server.counters.list());
         }
         ++server.counters.epoll_wait_calls;
         // Sleep only when no connection is waiting for its turn: otherwise
@@ -381,7 +362,7 @@ int main(int argc, char** argv) {
                 continue;
             }
             if (event.data.ptr == &listening_marker) {
-                clients_waiting = true;
+                clients_waiting = true;  // accepted last, after the turns below
                 continue;
             }
             Connection& connection = *static_cast<Connection*>(event.data.ptr);
@@ -405,6 +386,10 @@ int main(int argc, char** argv) {
                 close_connection(server, connection);
             }
         }
+        // New clients last, as in 05: once the whole array has been seen, a
+        // stop signal anywhere in it (`stopping`) means nobody is accepted.
+        // Waiting loses nothing: the accept loop still runs to EAGAIN, and
+        // its epoll_ctl(ADD) reports what a new client has already sent.
         if (clients_waiting && !stopping) {
             accept_new_clients(server, listen_fd.get(), reserve);
         }
@@ -416,6 +401,6 @@ int main(int argc, char** argv) {
     }
     server.still_readable.clear();
     server.connections.clear();
-    print_counts(print_summary);
+    print_summary(server.counters.list());
     return 0;
 }

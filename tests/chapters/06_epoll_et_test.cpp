@@ -2,14 +2,18 @@
 // programs: the edge-triggered server, its --no-drain bug, and lt_vs_et.
 // (The echo contract itself is the conformance suite's job.)
 
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "catch.hpp"
+#include "common/event_names.hpp"
 #include "harness/harness.hpp"
 #include "harness/strace.hpp"
 
@@ -46,6 +50,43 @@ TEST_CASE("lt_vs_et: level-triggered reports K times, edge-triggered once, one-s
     }
     CHECK(run({EPOLL_LT_VS_ET, "--bytes", "0"}).status.describe() == "exit 2");
     CHECK(run({EPOLL_LT_VS_ET, "--help"}).status.describe() == "exit 0");
+}
+
+// The same claim on return values, as the kernel's selftest checks it
+// (tools/testing/selftests/filesystems/epoll/epoll_wakeup_test.c): a
+// socketpair, one byte written and never read, epoll_wait with timeout 0 so
+// that nothing can hang. The three modes differ in one flag and one number.
+TEST_CASE("one unread byte: level-triggered reports it at every epoll_wait, EPOLLET once until new data arrives, "
+          "EPOLLONESHOT once until EPOLL_CTL_MOD re-arms it") {
+    const auto [flag, reported_again] = GENERATE(table<std::uint32_t, int>({
+        {0, 1},             // level-triggered: still readable, so reported again
+        {EPOLLET, 0},       // no new data, no new edge
+        {EPOLLONESHOT, 0},  // disarmed by its one report
+    }));
+    INFO(iomodels::epoll_event_names(EPOLLIN | flag));
+    int pair[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+    const unique_fd writer(pair[0]);
+    const unique_fd reader(pair[1]);
+    const unique_fd epoll_fd(::epoll_create1(EPOLL_CLOEXEC));
+    REQUIRE(epoll_fd);
+    epoll_event interest{};
+    interest.events = EPOLLIN | flag;
+    interest.data.fd = reader.get();
+    REQUIRE(::epoll_ctl(epoll_fd.get(), EPOLL_CTL_ADD, reader.get(), &interest) == 0);
+    REQUIRE(::write(writer.get(), "a", 1) == 1);
+
+    epoll_event ready{};
+    CHECK(::epoll_wait(epoll_fd.get(), &ready, 1, 0) == 1);
+    CHECK(::epoll_wait(epoll_fd.get(), &ready, 1, 0) == reported_again);  // nothing was read in between
+    if (flag == EPOLLET) {
+        REQUIRE(::write(writer.get(), "b", 1) == 1);  // new data: a new edge, though "a" is still unread
+        CHECK(::epoll_wait(epoll_fd.get(), &ready, 1, 0) == 1);
+    }
+    if (flag == EPOLLONESHOT) {
+        REQUIRE(::epoll_ctl(epoll_fd.get(), EPOLL_CTL_MOD, reader.get(), &interest) == 0);  // re-armed
+        CHECK(::epoll_wait(epoll_fd.get(), &ready, 1, 0) == 1);
+    }
 }
 
 TEST_CASE("every epoll_ctl ADD and MOD carries EPOLLET, and every run of reads ends with EAGAIN") {
