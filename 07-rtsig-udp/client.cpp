@@ -1,24 +1,19 @@
 // 07-rtsig-udp/client.cpp: a UDP echo client that notices lost datagrams.
 //
-// Each MESSAGE argument is one datagram (without standard input's
-// newlines: each line of standard input is one datagram when there are no
-// arguments). For each: send it, wait for its echo at most --timeout-ms,
-// and check that the echo is the same bytes. UDP promises nothing: a
-// datagram or its echo can be dropped (a full socket buffer, no server),
-// and the client says so instead of waiting for ever.
-//
-// The socket is connect()ed to the server: send() needs no address, recv()
-// takes only the server's datagrams, and if nothing listens on the port the
-// kernel's ICMP "port unreachable" comes back as ECONNREFUSED.
-//
-// Prints each echo on stdout, one per line; on stderr a summary
-// "client: 3 datagrams sent, 3 echoed, 0 lost". Exit 0 if every datagram
-// came back, 1 if any was lost.
+// Each MESSAGE (or each line of standard input, without its newline) is one
+// datagram: send it, wait for its echo at most --timeout-ms with poll(), and
+// check that the echo is the same bytes. UDP promises nothing, so a lost
+// datagram or echo is reported instead of awaited for ever. Echoes go to
+// stdout, one per line; "client: 3 datagrams sent, 3 echoed, 0 lost" to
+// stderr; exit 0 if every datagram came back, 1 if any was lost.
 //
 // usage: client [--host ADDR] [--port PORT] [--timeout-ms N] [MESSAGE...]   (PORT 8007)
 //
-// strace: strace -e trace=connect,sendto,poll,recvfrom ./build/07-rtsig-udp/client --port PORT one two
-//   per datagram: sendto(), poll() with the timeout, recvfrom() of the echo.
+// strace -e trace=connect,sendto,poll,recvfrom ./build/07-rtsig-udp/client --port PORT one two
+//   shows connect() (no packet: it fixes the peer), then per datagram sendto(), poll() with the
+//   timeout, recvfrom() of the echo.
+//
+// Read `main` first; send_and_wait() above it is one datagram's round trip.
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -26,13 +21,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <charconv>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
 
 #include "common/errors.hpp"
@@ -92,10 +86,7 @@ int main(int argc, char** argv) {
         argc, argv, "UDP echo client: one datagram per MESSAGE (or per line of standard input), loss reported.",
         8007,
         {{"--timeout-ms", "N", "how long to wait for each echo (default 1000)",
-          [&timeout_ms](std::string_view value) {
-              const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), timeout_ms);
-              return error == std::errc{} && end == value.data() + value.size() && timeout_ms > 0;
-          }}});
+          number(timeout_ms, 1, std::numeric_limits<int>::max())}});
 
     std::vector<std::string> datagrams = options.words;
     if (datagrams.empty()) {

@@ -1,41 +1,20 @@
-// 07-rtsig-udp/server.cpp: a UDP echo server driven by a real-time signal.
+// 07-rtsig-udp/server.cpp: a UDP echo server driven by a real-time signal
+// (document 000 §4 and §4.1; the README explains each step).
 //
-// Signal-driven I/O (document 000 §4 and §4.1, document 002 信号驱动 I/O,
-// document 003 信号驱动式I/O): the process asks the kernel to send it a
-// signal when a socket becomes ready, instead of sleeping in recvfrom()
-// (01) or in select/poll/epoll (03-06). Three fcntl() calls arm a socket:
-//   F_SETOWN, getpid()   whom to signal;
-//   F_SETSIG, SIGRTMIN+1 which signal: a real-time one, so signals queue
-//                        (one per event) and carry a siginfo_t with si_fd
-//                        (which socket), si_band (its poll bits) and si_code
-//                        (POLL_IN, POLL_ERR...);
-//   F_SETFL, flags | O_ASYNC | O_NONBLOCK   switch it on (F_GETFL first:
-//                        document 000 sets the flags without reading them,
-//                        which clears every other flag).
-// Phase 1 (wait for data) is then the signal; this server waits for it
-// synchronously, with the signal blocked, in sigwaitinfo(): no handler, no
-// async-signal-safety problem, and the siginfo in hand. Phase 2 (copy
-// data) is recvfrom(), which finds the datagram waiting.
-//
-// A signal is raised per arrival, but by the time it is handled several
-// datagrams may be queued: each signal leads to recvfrom() until EAGAIN.
-//
-// The part every example leaves out: the real-time signal queue is bounded
-// (RLIMIT_SIGPENDING, `ulimit -i`). When it is full the kernel cannot queue
-// SIGRTMIN+1 and sends a plain SIGIO instead, which says only "something
-// happened, maybe many things". So SIGIO is waited for too. On SIGIO the
-// server throws away the queued real-time signals (they may be stale) and
-// then drains the socket until EAGAIN: every datagram that arrived is in
-// the socket, so nothing is lost. Datagrams arriving after that raise new
-// signals. The summary counts these overflows.
+// Three fcntl() calls arm the socket: F_SETOWN (whom to signal), F_SETSIG
+// SIGRTMIN+1 (a real-time signal: it queues, and its siginfo names the
+// socket), F_SETFL O_ASYNC (after F_GETFL). The signal stays blocked and
+// sigwaitinfo() takes it (phase 1); recvfrom() until EAGAIN copies the data
+// (phase 2). A full signal queue makes plain SIGIO: flush the queue, drain.
 //
 // usage: server [PORT] [--host ADDR] [--quiet]      (PORT 8007; 0: any free port)
 //
-// strace: strace -e trace=fcntl,rt_sigprocmask,rt_sigtimedwait,recvfrom,sendto ./build/07-rtsig-udp/server 0
-//   fcntl(3, F_SETOWN, PID), fcntl(3, F_SETSIG, SIGRT_2) (glibc's SIGRTMIN
-//   is the kernel's SIGRT_1 + 1), F_GETFL then F_SETFL with O_ASYNC added to
-//   the flags; each rt_sigtimedwait() returns the signal with si_fd=3,
-//   followed by recvfrom() until EAGAIN.
+// strace -e trace=fcntl,rt_sigprocmask,rt_sigtimedwait,recvfrom,sendto ./build/07-rtsig-udp/server 0
+//   shows F_SETOWN, F_SETSIG SIGRT_3, F_GETFL, F_SETFL ...|FASYNC, then per signal an rt_sigtimedwait()
+//   whose siginfo holds fd 3 (strace prints si_fd as si_int), and recvfrom() until EAGAIN.
+//
+// Read `main`'s loop first; the setup above the loop arms the socket, and
+// echo_until_eagain() (udp_echo.hpp) is the loop's one step.
 
 #include <errno.h>
 #include <fcntl.h>
@@ -45,6 +24,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstdint>
 #include <cstdio>
 
@@ -66,6 +46,20 @@ struct Counters {
     std::uint64_t empty_signals = 0;   // ... whose datagrams an earlier drain had read
     std::uint64_t overflows = 0;       // plain SIGIO: the queue was full
     std::uint64_t stale_signals = 0;   // queued real-time signals discarded after an overflow
+
+    // The counts of the summary and status lines. The datagrams lost before
+    // we could read them are counted by the kernel: getsockopt on the socket
+    // (datagrams_dropped, net.hpp) asks for them each time.
+    [[nodiscard]] std::array<Count, 8> list(int socket_fd) const {
+        return {{{echo.datagrams, "datagrams echoed"},
+                 {echo.bytes, "bytes echoed"},
+                 {echo.lost, "echoes lost"},
+                 {datagrams_dropped(socket_fd).value_or(0), "datagrams dropped on arrival"},
+                 {io_signals, "real-time signals"},
+                 {empty_signals, "signals that found nothing to read"},
+                 {overflows, "queue overflows (SIGIO)"},
+                 {stale_signals, "queued signals flushed"}}};
+    }
 };
 
 }  // namespace
@@ -104,9 +98,13 @@ int main(int argc, char** argv) {
         report_failure("fcntl F_SETSIG SIGRTMIN+1", errno);
         return 1;
     }
-    const int flags = ::fcntl(socket_fd.get(), F_GETFL);
-    if (flags == -1 || ::fcntl(socket_fd.get(), F_SETFL, flags | O_ASYNC | O_NONBLOCK) == -1) {
-        report_failure("fcntl F_GETFL/F_SETFL O_ASYNC|O_NONBLOCK", errno);
+    const int flags = ::fcntl(socket_fd.get(), F_GETFL);  // F_SETFL replaces them all: keep what is set
+    if (flags == -1) {
+        report_failure("fcntl F_GETFL", errno);
+        return 1;
+    }
+    if (::fcntl(socket_fd.get(), F_SETFL, flags | O_ASYNC | O_NONBLOCK) == -1) {
+        report_failure("fcntl F_SETFL O_ASYNC|O_NONBLOCK", errno);
         return 1;
     }
     if (!print_ready_line(socket_fd.get(), "udp ")) {
@@ -118,17 +116,6 @@ int main(int argc, char** argv) {
     // them now, or they would wait for the next datagram's signal.
     echo_until_eagain(socket_fd.get(), counters.echo, log);
 
-    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
-        print({{counters.echo.datagrams, "datagrams echoed"},
-               {counters.echo.bytes, "bytes echoed"},
-               {counters.echo.lost, "echoes lost"},
-               // Lost before we could read them; the kernel counts them (see net.hpp).
-               {datagrams_dropped(socket_fd.get()).value_or(0), "datagrams dropped on arrival"},
-               {counters.io_signals, "real-time signals"},
-               {counters.empty_signals, "signals that found nothing to read"},
-               {counters.overflows, "queue overflows (SIGIO)"},
-               {counters.stale_signals, "queued signals flushed"}});
-    };
     for (;;) {
         siginfo_t info{};
         // Sleeps (phase 1) until one of the signals is pending, and takes
@@ -147,7 +134,7 @@ int main(int argc, char** argv) {
             break;
         }
         if (signal == SIGUSR1) {
-            print_counts(print_status);
+            print_status(counters.list(socket_fd.get()));
             continue;
         }
         if (signal == SIGIO) {
@@ -180,6 +167,6 @@ int main(int argc, char** argv) {
             static_cast<unsigned long long>(read_count));
     }
 
-    print_counts(print_summary);
+    print_summary(counters.list(socket_fd.get()));
     return 0;
 }

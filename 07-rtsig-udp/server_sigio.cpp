@@ -1,32 +1,20 @@
 // 07-rtsig-udp/server_sigio.cpp: the classic signal-driven UDP echo server,
 // with plain SIGIO and a signal handler (document 004 信号驱动IO; UNP's
-// dgecho01 has the same shape).
+// dgecho01 has the same shape). Compare server.cpp.
 //
-// No F_SETSIG: the socket raises SIGIO, a standard signal. Standard signals
-// do not queue: ten datagrams arriving while SIGIO is pending make one
-// SIGIO, and it carries nothing useful (no si_fd). So the handler only
-// records that *something* happened, and the main loop reads until EAGAIN.
-//
-// Why the handler does no more: it runs between any two instructions of
-// the main program, maybe inside printf() or malloc() holding their locks.
-// Calling printf() there can deadlock or corrupt the stdio buffer; only
-// async-signal-safe functions (signal-safety(7)) may be called. Setting a
-// `volatile sig_atomic_t` is the simplest safe thing.
-//
-// The wait without a race: SIGIO is blocked while the loop checks the flag,
-// and sigsuspend() unblocks it and sleeps in one atomic step. Checking the
-// flag and then calling pause() would sleep for ever if SIGIO came between
-// the two.
-//
-// Compare server.cpp: a real-time signal, waited for with sigwaitinfo(),
-// no handler at all, and the siginfo (si_fd, si_band) in hand.
+// No F_SETSIG: the socket raises SIGIO, which does not queue and names no
+// socket. So the handler only sets a flag, and the main loop reads until
+// EAGAIN. SIGIO is blocked while the loop looks at the flag; sigsuspend()
+// unblocks it and sleeps in one atomic step (pause() after the check would
+// sleep for ever if SIGIO came in between).
 //
 // usage: server_sigio [PORT] [--host ADDR] [--quiet]   (PORT 8007; 0: any free port)
 //
-// strace: strace -e trace=fcntl,rt_sigaction,rt_sigsuspend,recvfrom,sendto ./build/07-rtsig-udp/server_sigio 0
-//   fcntl(F_SETOWN), F_GETFL/F_SETFL with O_ASYNC (no F_SETSIG); each
-//   rt_sigsuspend() returns -1 EINTR after "--- SIGIO {si_signo=SIGIO,
-//   si_code=POLL_IN, si_band=...} ---", then recvfrom() until EAGAIN.
+// strace -e trace=fcntl,rt_sigaction,rt_sigsuspend,recvfrom,sendto ./build/07-rtsig-udp/server_sigio 0
+//   shows F_SETOWN, F_GETFL/F_SETFL with O_ASYNC (no F_SETSIG); each rt_sigsuspend() ends with
+//   "--- SIGIO {si_signo=SIGIO, si_code=SI_KERNEL} ---", then recvfrom() until EAGAIN.
+//
+// Read `main`'s loop first; the handler above it only sets a flag.
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstdint>
 
 #include "common/errors.hpp"
@@ -51,6 +40,21 @@ namespace {
 volatile sig_atomic_t io_ready = 0;  // set by the handler, cleared by the main loop
 
 void on_sigio(int) { io_ready = 1; }  // async-signal-safe: a flag, nothing else
+
+struct Counters {
+    EchoCounts echo;             // datagrams and bytes echoed, echoes lost
+    std::uint64_t wakeups = 0;   // SIGIO handled: sigsuspend returned with io_ready set
+
+    // The counts of the summary and status lines; the datagrams the kernel
+    // dropped on arrival are asked of the socket each time (net.hpp).
+    [[nodiscard]] std::array<Count, 5> list(int socket_fd) const {
+        return {{{echo.datagrams, "datagrams echoed"},
+                 {echo.bytes, "bytes echoed"},
+                 {echo.lost, "echoes lost"},
+                 {datagrams_dropped(socket_fd).value_or(0), "datagrams dropped on arrival"},
+                 {wakeups, "SIGIO wakeups"}}};
+    }
+};
 
 }  // namespace
 
@@ -92,41 +96,37 @@ int main(int argc, char** argv) {
         report_failure("fcntl F_SETOWN", errno);
         return 1;
     }
-    const int flags = ::fcntl(socket_fd.get(), F_GETFL);
-    if (flags == -1 || ::fcntl(socket_fd.get(), F_SETFL, flags | O_ASYNC | O_NONBLOCK) == -1) {
-        report_failure("fcntl F_GETFL/F_SETFL O_ASYNC|O_NONBLOCK", errno);
+    const int flags = ::fcntl(socket_fd.get(), F_GETFL);  // F_SETFL replaces them all: keep what is set
+    if (flags == -1) {
+        report_failure("fcntl F_GETFL", errno);
+        return 1;
+    }
+    if (::fcntl(socket_fd.get(), F_SETFL, flags | O_ASYNC | O_NONBLOCK) == -1) {
+        report_failure("fcntl F_SETFL O_ASYNC|O_NONBLOCK", errno);
         return 1;
     }
     if (!print_ready_line(socket_fd.get(), "udp ")) {
         return 1;
     }
 
-    EchoCounts counts;
-    std::uint64_t wakeups = 0;
-    echo_until_eagain(socket_fd.get(), counts, log);  // what arrived before O_ASYNC raised nothing
-    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
-        print({{counts.datagrams, "datagrams echoed"},
-               {counts.bytes, "bytes echoed"},
-               {counts.lost, "echoes lost"},
-               {datagrams_dropped(socket_fd.get()).value_or(0), "datagrams dropped on arrival"},
-               {wakeups, "SIGIO wakeups"}});
-    };
+    Counters counters;
+    echo_until_eagain(socket_fd.get(), counters.echo, log);  // what arrived before O_ASYNC raised nothing
     for (;;) {
         while (io_ready == 0 && !stop_requested()) {
             ::sigsuspend(&while_waiting);  // always -1 EINTR: a handler ran
             if (status_requested()) {
-                print_counts(print_status);
+                print_status(counters.list(socket_fd.get()));
             }
         }
         if (stop_requested()) {
             break;
         }
         io_ready = 0;  // cleared before reading: a datagram arriving during the drain sets it again
-        ++wakeups;
-        const std::uint64_t read_count = echo_until_eagain(socket_fd.get(), counts, log);
+        ++counters.wakeups;
+        const std::uint64_t read_count = echo_until_eagain(socket_fd.get(), counters.echo, log);
         log("SIGIO: %llu datagrams echoed", static_cast<unsigned long long>(read_count));
     }
 
-    print_counts(print_summary);
+    print_summary(counters.list(socket_fd.get()));
     return 0;
 }

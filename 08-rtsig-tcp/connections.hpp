@@ -41,7 +41,7 @@ using namespace iomodels;
 struct Connection {
     unique_fd fd;
     std::string peer;
-    PendingOutput pending;       // received, not yet sent back
+    PendingOutput pending{};     // received, not yet sent back
     bool peer_finished = false;  // recv returned 0: send what is pending, then close
     bool unread_input = false;   // reading stopped at 4 MiB pending: read again once it drains
     std::uint64_t echoed = 0;
@@ -54,55 +54,62 @@ struct Counters {
     std::uint64_t closed_fd_signals = 0;  // ... about a descriptor already closed (queued before the close)
     std::uint64_t overflows = 0;         // plain SIGIO: the real-time queue was full
     std::uint64_t stale_signals = 0;     // real-time signals thrown away after an overflow
-};
 
-// The counts of the summary line, and of the status line SIGUSR1 asks for:
-// `print` is print_summary or print_status.
-inline void print_counts(const Counters& counters, void (*print)(std::initializer_list<Count>)) {
-    print({{counters.connections, "connections"},
-           {counters.bytes_echoed, "bytes echoed"},
-           {counters.io_signals, "real-time signals"},
-           {counters.closed_fd_signals, "signals for closed descriptors"},
-           {counters.overflows, "queue overflows (SIGIO)"},
-           {counters.stale_signals, "queued signals flushed"}});
-}
+    // The counts of the summary line, and of the status line SIGUSR1 asks for.
+    [[nodiscard]] std::array<Count, 6> list() const {
+        return {{{connections, "connections"},
+                 {bytes_echoed, "bytes echoed"},
+                 {io_signals, "real-time signals"},
+                 {closed_fd_signals, "signals for closed descriptors"},
+                 {overflows, "queue overflows (SIGIO)"},
+                 {stale_signals, "queued signals flushed"}}};
+    }
+};
 
 struct Server {
     int listen_fd;
     int io_signal;
     DescriptorReserve& reserve;
     const EventLog& log;
-    std::map<int, Connection> connections;  // by descriptor: si_fd finds the connection
-    Counters counters;
+    std::map<int, Connection> connections{};  // by descriptor: si_fd finds the connection
+    Counters counters{};
 };
 
 // Signal-driven I/O for `fd`: signals go to this process (F_SETOWN), as
 // `io_signal` with a siginfo (F_SETSIG), once O_ASYNC is on. F_GETFL first,
 // so the flags the socket has keep (document 000's example sets O_ASYNC |
 // O_NONBLOCK | O_RDWR over them, and arms new sockets for getpid() + 1, a
-// process that is not us). The same three calls as 07-rtsig-udp.
+// process that is not us). The same calls as 07-rtsig-udp. False: a call
+// failed, and is logged ("fcntl fd 5 F_SETSIG: ...").
 inline bool arm(int fd, int io_signal, const EventLog& log) {
-    int flags = 0;
-    if (::fcntl(fd, F_SETOWN, ::getpid()) == -1 || ::fcntl(fd, F_SETSIG, io_signal) == -1 ||
-        (flags = ::fcntl(fd, F_GETFL)) == -1 || ::fcntl(fd, F_SETFL, flags | O_ASYNC | O_NONBLOCK) == -1) {
-        log("%s", describe_failure("fcntl F_SETOWN/F_SETSIG/F_SETFL O_ASYNC on fd " + std::to_string(fd), errno).c_str());
+    const auto failed = [&](const char* call) {
+        const int error = errno;
+        log("%s", describe_failure("fcntl fd " + std::to_string(fd) + " " + call, error).c_str());
         return false;
+    };
+    if (::fcntl(fd, F_SETOWN, ::getpid()) == -1) {
+        return failed("F_SETOWN");
+    }
+    if (::fcntl(fd, F_SETSIG, io_signal) == -1) {
+        return failed("F_SETSIG SIGRTMIN+1");
+    }
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags == -1) {
+        return failed("F_GETFL");
+    }
+    if (::fcntl(fd, F_SETFL, flags | O_ASYNC | O_NONBLOCK) == -1) {
+        return failed("F_SETFL O_ASYNC|O_NONBLOCK");
     }
     return true;
 }
 
-// send() what is pending until done or EAGAIN. When send() says EAGAIN,
-// the kernel raises POLL_OUT once the peer has read some of it. False: the
-// connection failed (EPIPE, ECONNRESET).
+// send() what is pending until done or EAGAIN (02-nonblocking writes that
+// loop out), counting and logging (flush_and_count). When send() says
+// EAGAIN, the kernel raises POLL_OUT once the peer has read some of it.
+// False: the connection failed (EPIPE, ECONNRESET).
 inline bool flush(Server& server, Connection& connection) {
-    const auto result = connection.pending.flush_to(connection.fd.get());
-    connection.echoed += result.bytes_sent;
-    server.counters.bytes_echoed += result.bytes_sent;
-    if (result.status == PendingOutput::FlushStatus::error) {
-        server.log("send to %s: %s", connection.peer.c_str(), describe_failure("send", result.error).c_str());
-        return false;
-    }
-    return true;
+    return flush_and_count(connection.pending, connection.fd.get(), connection.peer, connection.echoed,
+                           server.counters.bytes_echoed, server.log) != PendingOutput::FlushStatus::error;
 }
 
 // recv() until EAGAIN, end of file, or 4 MiB pending, sending each piece
@@ -192,13 +199,14 @@ inline void accept_new_clients(Server& server) {
             }
         }
         if (!fd) {
-            if (errno == ECONNABORTED || errno == EINTR) {
-                continue;
-            }
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            if (!accept_failed_harmlessly(errno)) {
                 server.log("%s", describe_failure("accept", errno).c_str());
+                return;
             }
-            return;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return;  // every queued client taken: the next one raises a new signal
+            }
+            continue;  // ECONNABORTED (it gave up while queued), EINTR: take the next
         }
         const int number = fd.get();
         if (!arm(number, server.io_signal, server.log)) {
@@ -207,7 +215,7 @@ inline void accept_new_clients(Server& server) {
         ++server.counters.connections;
         server.log("accepted %s on fd %d", format_address(peer).c_str(), number);
         auto [position, inserted] =
-            server.connections.emplace(number, Connection{std::move(fd), format_address(peer), PendingOutput{}});
+            server.connections.emplace(number, Connection{.fd = std::move(fd), .peer = format_address(peer)});
         if (!serve(server, position->second, POLLIN)) {
             close_connection(server, number);
         }

@@ -1,31 +1,20 @@
 // 08-rtsig-tcp/server.cpp: a TCP echo server driven by one real-time
 // signal for every socket (document 000 §4.2, its example 1).
 //
-// The listening socket and every connection are armed the same way as
-// 07-rtsig-udp's socket (F_SETOWN, F_SETSIG SIGRTMIN+1, O_ASYNC), so one
-// signal number stands for all of them; the siginfo that sigwaitinfo()
-// returns tells them apart:
-//   si_fd    which socket: the listening one (accept) or a connection;
-//   si_band  its poll bits at that moment: POLLIN (data, or a client to
-//            accept), POLLOUT (room to send again), POLLHUP, POLLERR...;
-//   si_code  POLL_IN, POLL_OUT, POLL_HUP, POLL_ERR: the main reason.
-// On TCP a signal comes in many more situations than on UDP (document 000
-// counts seven: connection set up, disconnect asked and done, data in, data
-// out, half-close, error), so si_band is decoded, not assumed.
-//
-// Like 07, when the real-time queue is full the kernel sends plain SIGIO:
-// the server throws away the queued real-time signals and resynchronises
-// every socket with one poll() (connections.hpp), so nothing is lost.
-//
-// Compare server_handler.cpp: the same server with a signal handler.
+// The listening socket and every connection are armed as 07-rtsig-udp's
+// socket is (F_SETOWN, F_SETSIG SIGRTMIN+1, O_ASYNC): one signal number
+// stands for all of them, and the siginfo that sigwaitinfo() returns tells
+// them apart (si_fd: which socket; si_band: its poll bits). A full signal
+// queue makes plain SIGIO: one poll() resynchronises every socket.
 //
 // usage: server [PORT] [--host ADDR] [--quiet]      (PORT 8008; 0: any free port)
 //
-// strace: strace -e trace=fcntl,rt_sigtimedwait,accept4,recvfrom,sendto ./build/08-rtsig-tcp/server 0
-//   the listening socket armed (F_SETOWN, F_SETSIG, F_GETFL, F_SETFL with
-//   O_ASYNC), then per signal an rt_sigtimedwait() whose siginfo names the
-//   socket, accept4() until EAGAIN and each new connection armed the same
-//   way, or recvfrom() until EAGAIN.
+// strace -e trace=fcntl,rt_sigtimedwait,accept4,recvfrom,sendto ./build/08-rtsig-tcp/server 0
+//   shows the listening socket armed (F_SETOWN, F_SETSIG, F_GETFL, F_SETFL ...|FASYNC), then per
+//   signal an rt_sigtimedwait() whose siginfo names the socket, and accept4() until EAGAIN (each
+//   new connection armed the same way) or recvfrom() until EAGAIN.
+//
+// Read `main`'s loop first; its steps are in connections.hpp.
 
 #include <errno.h>
 #include <signal.h>
@@ -62,7 +51,7 @@ int main(int argc, char** argv) {
     if (!listen_fd) {
         return 1;
     }
-    if (!rtsig::arm(listen_fd.get(), io_signal, log)) {
+    if (!rtsig::arm(listen_fd.get(), io_signal, EventLog(false))) {  // said even with --quiet: setup failed
         return 1;
     }
     DescriptorReserve reserve;
@@ -70,7 +59,7 @@ int main(int argc, char** argv) {
         return 1;
     }
 
-    rtsig::Server server{listen_fd.get(), io_signal, reserve, log, {}, {}};
+    rtsig::Server server{.listen_fd = listen_fd.get(), .io_signal = io_signal, .reserve = reserve, .log = log};
     rtsig::accept_new_clients(server);  // clients that connected before O_ASYNC raised no signal
     for (;;) {
         siginfo_t info{};
@@ -88,7 +77,7 @@ int main(int argc, char** argv) {
             break;
         }
         if (signal == SIGUSR1) {
-            rtsig::print_counts(server.counters, print_status);
+            print_status(server.counters.list());
             continue;
         }
         if (signal == SIGIO) {
@@ -111,6 +100,6 @@ int main(int argc, char** argv) {
     }
 
     server.connections.clear();
-    rtsig::print_counts(server.counters, print_summary);
+    print_summary(server.counters.list());
     return 0;
 }

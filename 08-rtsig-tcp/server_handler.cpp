@@ -1,27 +1,19 @@
-// 08-rtsig-tcp/server_handler.cpp: the same TCP echo server, with a signal
-// handler instead of sigwaitinfo (document 000 §4.2, its example 2: "one
-// sighandler").
+// 08-rtsig-tcp/server_handler.cpp: the same TCP echo server with one
+// signal handler instead of sigwaitinfo (document 000 §4.2, its example 2).
 //
-// One SA_SIGINFO handler receives the real-time signal with its siginfo.
-// What may it do? Only what is async-signal-safe (signal-safety(7)): the
-// handler can run between any two instructions of the main loop, in the
-// middle of a std::map insertion or a printf. So it does NOT accept, read,
-// send or log. It records the event: it write()s {si_fd, si_band} into a
-// pipe (write is async-signal-safe, and a write of at most PIPE_BUF bytes
-// is atomic), and the main loop, sleeping in read() on the other end, does
-// the I/O. The pipe is the queue between the two.
-//
-// Every other signal the server cares about becomes a record too: plain
-// SIGIO (the real-time queue overflowed), SIGINT/SIGTERM (stop) and SIGUSR1
-// (a status line). If the
-// pipe itself is full, the handler cannot record the event: it sets a flag,
-// and the main loop resynchronises as for an overflow.
+// The SA_SIGINFO handler may call only async-signal-safe functions, so it
+// does not accept, read, send or log: it write()s the event {si_fd, si_band}
+// to a non-blocking pipe, and the main loop, sleeping in read() on the other
+// end, does the I/O. SIGIO, SIGINT/SIGTERM and SIGUSR1 become records too;
+// a full pipe sets a flag, and the main loop resynchronises as for SIGIO.
 //
 // usage: server_handler [PORT] [--host ADDR] [--quiet]   (PORT 8008; 0: any free port)
 //
-// strace: strace -e trace=fcntl,read,write,accept4,recvfrom,sendto ./build/08-rtsig-tcp/server_handler 0
-//   "--- SIGRT_3 {si_signo=SIGRT_3, ...} ---" then the handler's write() of 16
-//   bytes to the pipe, rt_sigreturn, and the main loop's read() of the record.
+// strace -e trace=fcntl,read,write,accept4,recvfrom,sendto ./build/08-rtsig-tcp/server_handler 0
+//   shows "--- SIGRT_3 {si_signo=SIGRT_3, ...} ---", then the handler's write() of 16 bytes to the
+//   pipe, and the main loop's read() of that record before the accept4() or recvfrom().
+//
+// Read `main`'s loop first; the functions above it are its steps.
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +23,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cstdint>
 #include <span>
 #include <string>
 
@@ -101,7 +94,96 @@ bool install(int signal, struct sigaction action) {
     // so the main loop never sees EINTR from these handlers.
     action.sa_flags |= SA_RESTART;
     if (::sigaction(signal, &action, nullptr) == -1) {
-        report_failure("sigaction " + std::string(::sigabbrev_np(signal) ? ::sigabbrev_np(signal) : "SIGRT"), errno);
+        const char* name = ::sigabbrev_np(signal);  // "INT"; none for a real-time signal
+        report_failure(name != nullptr ? "sigaction SIG" + std::string(name) : "sigaction SIGRTMIN+1", errno);
+        return false;
+    }
+    return true;
+}
+
+// One handler per signal, each of which only records. Then they are
+// unblocked: a signal mask is inherited, and our parent may have had them
+// blocked. False: a call failed (reported).
+bool install_handlers(int io_signal) {
+    struct sigaction with_info {};
+    with_info.sa_sigaction = on_io_signal;
+    with_info.sa_flags = SA_SIGINFO;  // the handler gets the siginfo: si_fd, si_band
+    struct sigaction plain_sigio {};
+    plain_sigio.sa_handler = on_sigio;
+    struct sigaction stop {};
+    stop.sa_handler = on_stop;
+    struct sigaction status {};
+    status.sa_handler = on_status;
+    if (!install(io_signal, with_info) || !install(SIGIO, plain_sigio) || !install(SIGINT, stop) ||
+        !install(SIGTERM, stop) || !install(SIGUSR1, status)) {
+        return false;
+    }
+    sigset_t handled;
+    ::sigemptyset(&handled);
+    for (const int signal : {io_signal, SIGIO, SIGINT, SIGTERM, SIGUSR1}) {
+        ::sigaddset(&handled, signal);
+    }
+    if (::sigprocmask(SIG_UNBLOCK, &handled, nullptr) == -1) {
+        report_failure("sigprocmask SIG_UNBLOCK", errno);
+        return false;
+    }
+    return true;
+}
+
+// F_GETFL, then F_SETFL with O_NONBLOCK set or cleared and the other flags
+// kept. False: a call failed (reported).
+bool set_o_nonblock(int fd, bool nonblocking) {
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags == -1) {
+        report_failure("fcntl fd " + std::to_string(fd) + " F_GETFL", errno);
+        return false;
+    }
+    if (::fcntl(fd, F_SETFL, nonblocking ? flags | O_NONBLOCK : flags & ~O_NONBLOCK) == -1) {
+        const char* change = nonblocking ? " F_SETFL O_NONBLOCK" : " F_SETFL ~O_NONBLOCK";
+        report_failure("fcntl fd " + std::to_string(fd) + change, errno);
+        return false;
+    }
+    return true;
+}
+
+// After an overflow of the real-time signal queue or of the pipe, events
+// are missing and nothing says which. Throw away what is queued (pending
+// real-time signals, then records), then look at every socket with one
+// poll() (rtsig::resynchronise). A stop record among those thrown away sets
+// `stopping`: a stop request is never lost. False: a call failed (reported).
+bool resynchronise_after_loss(rtsig::Server& server, int record_read_fd, std::span<Record> records, bool& stopping) {
+    records_lost = 0;
+    sigset_t io_only;
+    ::sigemptyset(&io_only);
+    ::sigaddset(&io_only, server.io_signal);
+    if (::sigprocmask(SIG_BLOCK, &io_only, nullptr) == -1) {  // none may be recorded after the drain below
+        report_failure("sigprocmask SIG_BLOCK SIGRTMIN+1", errno);
+        return false;
+    }
+    std::uint64_t flushed = discard_pending(server.io_signal);
+    if (!set_o_nonblock(record_read_fd, true)) {
+        return false;
+    }
+    ssize_t got = 0;
+    while ((got = ::read(record_read_fd, records.data(), records.size_bytes())) > 0) {
+        for (const Record& event : records.first(static_cast<std::size_t>(got) / sizeof(Record))) {
+            stopping = stopping || event.fd == stop_marker;
+            flushed += event.fd >= 0;
+        }
+    }
+    if (got == -1 && errno != EAGAIN) {  // EAGAIN: the pipe is empty, the expected end
+        report_failure("read (event pipe)", errno);
+        return false;
+    }
+    if (!set_o_nonblock(record_read_fd, false)) {
+        return false;
+    }
+    server.counters.stale_signals += flushed;
+    server.log("SIGIO: events were lost (signal queue or pipe full); resynchronising %zu connections with poll",
+               server.connections.size());
+    rtsig::resynchronise(server);
+    if (::sigprocmask(SIG_UNBLOCK, &io_only, nullptr) == -1) {
+        report_failure("sigprocmask SIG_UNBLOCK SIGRTMIN+1", errno);
         return false;
     }
     return true;
@@ -121,35 +203,18 @@ int main(int argc, char** argv) {
         return 1;
     }
     const unique_fd record_read(pipe_fds[0]), record_write(pipe_fds[1]);
-    if (::fcntl(record_write.get(), F_SETFL, ::fcntl(record_write.get(), F_GETFL) | O_NONBLOCK) == -1) {
-        report_failure("fcntl F_SETFL O_NONBLOCK (pipe)", errno);
+    // The write end non-blocking: a handler must never block on a full pipe (see record()).
+    if (!set_o_nonblock(record_write.get(), true)) {
         return 1;
     }
     record_write_fd = record_write.get();
-
-    struct sigaction with_info {};
-    with_info.sa_sigaction = on_io_signal;
-    with_info.sa_flags = SA_SIGINFO;  // the handler gets the siginfo: si_fd, si_band
-    struct sigaction plain_sigio {};
-    plain_sigio.sa_handler = on_sigio;
-    struct sigaction stop {};
-    stop.sa_handler = on_stop;
-    struct sigaction status {};
-    status.sa_handler = on_status;
-    if (!install(io_signal, with_info) || !install(SIGIO, plain_sigio) || !install(SIGINT, stop) ||
-        !install(SIGTERM, stop) || !install(SIGUSR1, status)) {
+    if (!install_handlers(io_signal)) {
         return 1;
     }
-    // A signal mask is inherited: unblock them, even if our parent had them blocked.
-    sigset_t handled;
-    ::sigemptyset(&handled);
-    for (const int signal : {io_signal, SIGIO, SIGINT, SIGTERM, SIGUSR1}) {
-        ::sigaddset(&handled, signal);
-    }
-    ::sigprocmask(SIG_UNBLOCK, &handled, nullptr);
 
     const unique_fd listen_fd = listen_tcp(options.host, options.port, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (!listen_fd || !rtsig::arm(listen_fd.get(), io_signal, log)) {
+    // A failure to arm is said even with --quiet: setup failed.
+    if (!listen_fd || !rtsig::arm(listen_fd.get(), io_signal, EventLog(false))) {
         return 1;
     }
     DescriptorReserve reserve;
@@ -157,7 +222,7 @@ int main(int argc, char** argv) {
         return 1;
     }
 
-    rtsig::Server server{listen_fd.get(), io_signal, reserve, log, {}, {}};
+    rtsig::Server server{.listen_fd = listen_fd.get(), .io_signal = io_signal, .reserve = reserve, .log = log};
     rtsig::accept_new_clients(server);  // clients that connected before O_ASYNC raised no signal
     std::array<Record, 256> records;
     bool stopping = false;
@@ -175,7 +240,7 @@ int main(int argc, char** argv) {
         stopping = stop_was_requested != 0;
         if (status_was_requested != 0) {
             status_was_requested = 0;  // its record, in this read or a later one, is only a wake-up
-            rtsig::print_counts(server.counters, print_status);
+            print_status(server.counters.list());
         }
         for (const Record& event : std::span(records).first(static_cast<std::size_t>(got) / sizeof(Record))) {
             if (event.fd == stop_marker) {
@@ -192,34 +257,13 @@ int main(int argc, char** argv) {
             }
         }
         stopping = stopping || stop_was_requested != 0;
-        if (resynchronise && !stopping) {
-            // The real-time queue or the pipe overflowed: events are
-            // missing, and nothing says which. Throw away what is queued
-            // (pending real-time signals, records), then look at everything.
-            records_lost = 0;
-            sigset_t io_only;
-            ::sigemptyset(&io_only);
-            ::sigaddset(&io_only, io_signal);
-            ::sigprocmask(SIG_BLOCK, &io_only, nullptr);  // none may be recorded after the drain below
-            std::uint64_t flushed = discard_pending(io_signal);
-            ::fcntl(record_read.get(), F_SETFL, ::fcntl(record_read.get(), F_GETFL) | O_NONBLOCK);
-            for (ssize_t more; (more = ::read(record_read.get(), records.data(), sizeof records)) > 0;) {
-                for (const Record& event : std::span(records).first(static_cast<std::size_t>(more) / sizeof(Record))) {
-                    stopping = stopping || event.fd == stop_marker;  // a stop request is never thrown away
-                    flushed += event.fd >= 0;
-                }
-            }
-            ::fcntl(record_read.get(), F_SETFL, ::fcntl(record_read.get(), F_GETFL) & ~O_NONBLOCK);
-            server.counters.stale_signals += flushed;
-            log("SIGIO: events were lost (signal queue or pipe full); resynchronising %zu connections with poll",
-                server.connections.size());
-            rtsig::resynchronise(server);
-            ::sigprocmask(SIG_UNBLOCK, &io_only, nullptr);
+        if (resynchronise && !stopping && !resynchronise_after_loss(server, record_read.get(), records, stopping)) {
+            return 1;
         }
     }
 
     log("stopping");
     server.connections.clear();
-    rtsig::print_counts(server.counters, print_summary);
+    print_summary(server.counters.list());
     return 0;
 }
