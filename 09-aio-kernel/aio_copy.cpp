@@ -1,39 +1,23 @@
 // 09-aio-kernel/aio_copy.cpp: copies a file with several kernel AIO
 // requests in flight at once.
 //
-// The point of asynchronous I/O: submit many requests, let the device work
-// on all of them, and collect the completions as they come. Here up to
-// --depth blocks are in flight; each block is read (IOCB_CMD_PREAD) into
-// its own aligned buffer and, once read, written (IOCB_CMD_PWRITE) from it:
-//
 //   io_setup(depth)                  one context
-//   io_submit(context, n, iocbs)     several requests in one call; it may
-//                                    queue fewer than n (the rest is
-//                                    submitted again later)
-//   io_getevents(context, 1, depth)  every completion that is ready, at
-//                                    least one; each io_event.res checked
+//   io_submit(context, n, iocbs)     several requests in one call: reads (IOCB_CMD_PREAD),
+//                                    then the writes (IOCB_CMD_PWRITE) of the blocks read
+//   io_getevents(context, 1, depth)  every completion that is ready; each res checked
 //
-// What a careful copy must handle, and this one does:
-// - O_DIRECT alignment (see aio_read): block size a multiple of it, aligned
-//   buffers; the last block of a file whose size is not a multiple of the
-//   alignment is written through a second, buffered descriptor;
-// - short reads: at the end of the file (expected), and elsewhere (the
-//   rest is read again); short writes: the rest is written again;
-// - errors: a failed request (res < 0) stops the copy, and the destination,
-//   incomplete, is removed rather than left looking like a copy.
-//
-// --eventfd: each request carries IOCB_FLAG_RESFD and an eventfd, which
-// the kernel increments at each completion. The program sleeps in
-// epoll_wait() on that eventfd, the way a server mixes file AIO with its
-// socket event loop, then reads the count and collects that many events.
+// Each of up to --depth blocks has its own aligned buffer, for O_DIRECT.
+// Short transfers are finished, an unaligned tail goes through a buffered
+// descriptor, a failed request removes DST; --eventfd sleeps in epoll_wait.
 //
 // usage: aio_copy SRC DST [--depth N] [--block-size N] [--eventfd] [--quiet]
-//   (depth 8, block size 1 MiB by default; each request is reported unless --quiet)
 //
 // strace: strace -e trace=io_setup,io_submit,io_getevents,io_destroy ./build/09-aio-kernel/aio_copy SRC DST --depth 4
-//   io_submit(..., 4, [...]) = 4: four reads at once; io_getevents returning
-//   several events; then writes submitted from the completed buffers. No
-//   pread64/pwrite64: the kernel does the I/O.
+//   io_submit(..., 4, [...]) = 4: four reads at once; io_getevents returning several
+//   events; writes submitted from the completed buffers; no pread64/pwrite64.
+//
+// Read `main` first, a table of contents; its loop is `Copy::run`, just
+// above it, and the functions above that are the loop's steps.
 
 #include <errno.h>
 #include <fcntl.h>
@@ -45,16 +29,16 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
-#include <system_error>
+#include <utility>
 #include <vector>
 
 #include "aio_abi.hpp"
@@ -111,20 +95,150 @@ unique_fd open_direct(const std::string& path, int flags, bool& direct) {
     return fd;
 }
 
+// aio_copy's command line; the values go into `settings`.
+CommandLine command_line(Settings& settings) {
+    return {
+        "SRC DST [--depth N] [--block-size N] [--eventfd] [--quiet]",
+        "Copies SRC to DST with up to N kernel AIO requests in flight (O_DIRECT where the file systems allow it).",
+        {{"--depth", "N", "requests in flight at most (1 to 1000000, default 8)",
+          number(settings.depth, 1u, 1000000u)},
+         {"--block-size", "N", "bytes per request, a multiple of 4096 (default 1048576)",
+          number(settings.block_size, std::size_t{4096}, std::size_t{64} << 20)},
+         {"--eventfd", "", "completions signalled on an eventfd watched by epoll (IOCB_FLAG_RESFD)",
+          [&settings](std::string_view) { return settings.eventfd = true; }},
+         {"--quiet", "", "do not report each request",
+          [&settings](std::string_view) { return settings.quiet = true; }}},
+        two_paths(settings.source, settings.destination),
+        "SRC DST",
+        "(two paths)",
+    };
+}
+
+// Opens SRC with O_DIRECT (where its file system allows it), and makes sure
+// it is a regular file, and not DST. False (reported) if not.
+bool open_source(const Settings& settings, Files& files, struct stat& source_info) {
+    files.source_direct = open_direct(settings.source, O_RDONLY, files.direct);
+    if (!files.source_direct) {
+        report_failure("open " + settings.source, errno);
+        return false;
+    }
+    return stat_regular_file(files.source_direct.get(), settings.source, source_info) &&
+           different_files(settings.source, source_info, settings.destination);
+}
+
+// io_setup failed with `error`. EAGAIN: more than /proc/sys/fs/aio-max-nr
+// requests in all contexts together; then that limit and its use, both
+// system-wide, are printed too.
+void report_no_context(const Settings& settings, int error) {
+    report_failure("io_setup " + std::to_string(settings.depth), error);
+    if (error == EAGAIN) {
+        unsigned long limit = 0, used = 0;
+        if (std::FILE* file = std::fopen("/proc/sys/fs/aio-max-nr", "r")) {
+            (void)std::fscanf(file, "%lu", &limit);
+            std::fclose(file);
+        }
+        if (std::FILE* file = std::fopen("/proc/sys/fs/aio-nr", "r")) {
+            (void)std::fscanf(file, "%lu", &used);
+            std::fclose(file);
+        }
+        std::fprintf(stderr, "%s: the system allows %lu requests in all AIO contexts together "
+                             "(/proc/sys/fs/aio-max-nr), %lu are taken (/proc/sys/fs/aio-nr)\n",
+                     program_name(), limit, used);
+    }
+    std::fprintf(stderr, "%s: no AIO context: nothing copied, %s not touched\n", program_name(),
+                 settings.destination.c_str());
+}
+
+// Opens DST twice, with O_DIRECT and buffered, finds the direct I/O
+// alignment of both files, and only then truncates DST: a --block-size that
+// does not suit DST's file system must leave an existing DST as it was.
+// Returns 0, or the exit status (reported): 2 for such a --block-size, else 1.
+int open_destination(const Settings& settings, Files& files) {
+    const bool destination_existed = ::access(settings.destination.c_str(), F_OK) == 0;
+    // DST as it was: removed if this program created it (it is empty).
+    const auto restore_destination = [&settings, destination_existed] {
+        if (!destination_existed && ::unlink(settings.destination.c_str()) == -1) {
+            report_failure("unlink " + settings.destination, errno);
+        }
+    };
+    files.destination_direct = open_direct(settings.destination, O_WRONLY | O_CREAT, files.direct);
+    if (!files.destination_direct) {
+        report_failure("open " + settings.destination, errno);
+        return 1;
+    }
+    files.destination_buffered.reset(::open(settings.destination.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!files.destination_buffered) {
+        report_failure("open " + settings.destination + " (buffered)", errno);
+        restore_destination();
+        return 1;
+    }
+    files.alignment = std::max(dio_alignment(files.source_direct.get()), dio_alignment(files.destination_direct.get()));
+    if (settings.block_size % files.alignment != 0) {
+        std::fprintf(stderr, "%s: --block-size %zu is not a multiple of the direct I/O alignment %zu\n", program_name(),
+                     settings.block_size, files.alignment);
+        restore_destination();
+        return 2;
+    }
+    if (::ftruncate(files.destination_direct.get(), 0) == -1) {  // now DST is replaced
+        report_failure("ftruncate " + settings.destination, errno);
+        return 1;
+    }
+    return 0;
+}
+
+// --eventfd: an eventfd that the kernel increments at each completion
+// (IOCB_FLAG_RESFD), in an epoll instance's interest list, the way a server
+// mixes file AIO into its socket event loop. False (reported) if a call failed.
+bool watch_completions(unique_fd& completion_fd, unique_fd& epoll_fd) {
+    completion_fd.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    if (!completion_fd) {
+        report_failure("eventfd", errno);
+        return false;
+    }
+    epoll_fd.reset(::epoll_create1(EPOLL_CLOEXEC));
+    if (!epoll_fd) {
+        report_failure("epoll_create1", errno);
+        return false;
+    }
+    epoll_event watch{};
+    watch.events = EPOLLIN;
+    if (::epoll_ctl(epoll_fd.get(), EPOLL_CTL_ADD, completion_fd.get(), &watch) == -1) {
+        report_failure("epoll_ctl EPOLL_CTL_ADD eventfd " + std::to_string(completion_fd.get()), errno);
+        return false;
+    }
+    return true;
+}
+
+// After a failure, once DST was truncated: no half-copied file that looks
+// like a copy. Returns the exit status, 1.
+int remove_destination(const Settings& settings, const char* why) {
+    if (::unlink(settings.destination.c_str()) == -1) {
+        report_failure("unlink " + settings.destination, errno);
+        std::fprintf(stderr, "%s: %s; %s is incomplete\n", program_name(), why, settings.destination.c_str());
+        return 1;
+    }
+    std::fprintf(stderr, "%s: %s; %s removed\n", program_name(), why, settings.destination.c_str());
+    return 1;
+}
+
+// What the summary line reports.
+struct Counters {
+    unsigned long long reads = 0;
+    unsigned long long writes = 0;
+    unsigned long long buffered_writes = 0;  // through the buffered descriptor: an unaligned rest
+    unsigned long long submit_calls = 0;
+    unsigned most_in_flight = 0;
+};
+
 class Copy {
 public:
     // completion_fd: the eventfd every request signals (IOCB_FLAG_RESFD), or -1.
-    Copy(const Settings& settings, Files& files, long long size, aio_context_t context, int completion_fd)
-        : settings_(settings), files_(files), size_(size), context_(context), completion_fd_(completion_fd) {}
+    Copy(const Settings& settings, Files& files, long long size, unique_aio_context context, int completion_fd)
+        : settings_(settings), files_(files), size_(size), completion_fd_(completion_fd),
+          context_(std::move(context)) {}
 
-    // Runs the copy; false (reported) on the first failure.
-    bool run(int epoll_fd);
-
-    [[nodiscard]] unsigned long long reads() const { return reads_; }
-    [[nodiscard]] unsigned long long writes() const { return writes_; }
-    [[nodiscard]] unsigned long long buffered_writes() const { return buffered_writes_; }
-    [[nodiscard]] unsigned most_in_flight() const { return most_in_flight_; }
-    [[nodiscard]] unsigned long long submit_calls() const { return submit_calls_; }
+    // Runs the copy: its counts, or nullopt (reported) on the first failure.
+    std::optional<Counters> run(int epoll_fd);
 
 private:
     void prepare(Slot& slot, bool write);
@@ -135,15 +249,17 @@ private:
     const Settings& settings_;
     Files& files_;
     long long size_;
-    aio_context_t context_;
     int completion_fd_;
     std::vector<Slot> slots_;
     std::deque<iocb*> to_submit_;  // prepared, not yet accepted by io_submit
     long long next_read_ = 0;      // offset of the next block to read
     long long copied_ = 0;
     unsigned in_flight_ = 0;
-    unsigned most_in_flight_ = 0;
-    unsigned long long reads_ = 0, writes_ = 0, buffered_writes_ = 0, submit_calls_ = 0;
+    Counters counters_;
+    // Declared after slots_, so destroyed before them: io_destroy waits for
+    // the requests still in flight (after a failure), which read into or
+    // write from the slots' buffers, before the buffers are freed.
+    unique_aio_context context_;
 };
 
 // Fills the slot's iocb for the rest of its block: a read, or a write.
@@ -151,13 +267,14 @@ private:
 // buffered one (the last block's tail, or the rest after a short transfer).
 void Copy::prepare(Slot& slot, bool write) {
     const long long offset = slot.offset + static_cast<long long>(slot.done);
-    const std::size_t length = write ? slot.length - slot.done : (slot.done == 0 ? settings_.block_size : slot.length - slot.done);
+    const std::size_t length =
+        write ? slot.length - slot.done : (slot.done == 0 ? settings_.block_size : slot.length - slot.done);
     const bool aligned = files_.direct && offset % static_cast<long long>(files_.alignment) == 0 &&
                          length % files_.alignment == 0 && slot.done % files_.alignment == 0;
     int fd = 0;
     if (write) {
         fd = aligned ? files_.destination_direct.get() : files_.destination_buffered.get();
-        buffered_writes_ += !aligned;
+        counters_.buffered_writes += !aligned;
     } else {
         fd = aligned ? files_.source_direct.get() : files_.source_buffered.get();
     }
@@ -181,8 +298,8 @@ void Copy::prepare(Slot& slot, bool write) {
 bool Copy::submit_queued() {
     while (!to_submit_.empty()) {
         std::vector<iocb*> batch(to_submit_.begin(), to_submit_.end());
-        ++submit_calls_;
-        const int queued = io_submit(context_, static_cast<long>(batch.size()), batch.data());
+        ++counters_.submit_calls;
+        const int queued = io_submit(context_.get(), static_cast<long>(batch.size()), batch.data());
         if (queued == -1) {
             if (errno == EAGAIN && in_flight_ > 0) {
                 return true;  // no room now: after some completions
@@ -195,7 +312,7 @@ bool Copy::submit_queued() {
         }
         to_submit_.erase(to_submit_.begin(), to_submit_.begin() + queued);
         in_flight_ += static_cast<unsigned>(queued);
-        most_in_flight_ = std::max(most_in_flight_, in_flight_);
+        counters_.most_in_flight = std::max(counters_.most_in_flight, in_flight_);
         if (queued < static_cast<int>(batch.size())) {
             return true;  // a partial submit: the rest later
         }
@@ -210,7 +327,8 @@ bool Copy::complete(const io_event& event) {
     const bool reading = slot.state == Slot::State::reading;
     const long long offset = static_cast<long long>(reinterpret_cast<const iocb*>(event.obj)->aio_offset);
     if (!settings_.quiet) {
-        std::printf("%s offset %lld: res %lld\n", reading ? "read " : "write", offset, static_cast<long long>(event.res));
+        std::printf("%s offset %lld: res %lld\n", reading ? "read " : "write", offset,
+                    static_cast<long long>(event.res));
     }
     if (event.res < 0) {
         const int error = static_cast<int>(-event.res);
@@ -221,7 +339,7 @@ bool Copy::complete(const io_event& event) {
     }
     const auto transferred = static_cast<std::size_t>(event.res);
     if (reading) {
-        ++reads_;
+        ++counters_.reads;
         if (slot.done == 0) {
             slot.length = static_cast<std::size_t>(std::min<long long>(settings_.block_size, size_ - slot.offset));
         }
@@ -239,7 +357,7 @@ bool Copy::complete(const io_event& event) {
         prepare(slot, true);
         return true;
     }
-    ++writes_;
+    ++counters_.writes;
     slot.done += transferred;
     if (transferred == 0) {
         std::fprintf(stderr, "%s: write %s at offset %lld wrote nothing\n", program_name(),
@@ -281,7 +399,7 @@ bool Copy::collect(int epoll_fd) {
     }
     int completed = 0;
     do {
-        completed = io_getevents(context_, wanted, most, events.data(), nullptr);
+        completed = io_getevents(context_.get(), wanted, most, events.data(), nullptr);
     } while (completed == -1 && errno == EINTR);
     if (completed == -1) {
         report_failure("io_getevents", errno);
@@ -295,7 +413,9 @@ bool Copy::collect(int epoll_fd) {
     return true;
 }
 
-bool Copy::run(int epoll_fd) {
+// The copy's loop: reads prepared for idle slots, one io_submit, then the
+// completions collected (turning reads into writes), until all is written.
+std::optional<Counters> Copy::run(int epoll_fd) {
     const long long blocks = (size_ + static_cast<long long>(settings_.block_size) - 1) /
                              static_cast<long long>(settings_.block_size);
     slots_.resize(static_cast<std::size_t>(std::min<long long>(settings_.depth, blocks)));
@@ -303,7 +423,7 @@ bool Copy::run(int epoll_fd) {
         slot.buffer.reset(static_cast<unsigned char*>(std::aligned_alloc(files_.alignment, settings_.block_size)));
         if (!slot.buffer) {
             report_failure("aligned_alloc " + std::to_string(settings_.block_size), ENOMEM);
-            return false;
+            return std::nullopt;
         }
     }
     while (copied_ < size_) {
@@ -318,154 +438,80 @@ bool Copy::run(int epoll_fd) {
             }
         }
         if (!submit_queued()) {
-            return false;
+            return std::nullopt;
         }
         if (in_flight_ == 0) {
-            std::fprintf(stderr, "%s: nothing in flight and %lld bytes left to copy\n", program_name(), size_ - copied_);
-            return false;
+            std::fprintf(stderr, "%s: nothing in flight and %lld bytes left to copy\n", program_name(),
+                         size_ - copied_);
+            return std::nullopt;
         }
         if (!collect(epoll_fd)) {
-            return false;
+            return std::nullopt;
         }
     }
-    return true;
+    return counters_;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
     Settings settings;
-    const auto number = [](auto& target, auto low, auto high) {
-        return [&target, low, high](std::string_view value) {
-            const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), target);
-            return error == std::errc{} && end == value.data() + value.size() && target >= low && target <= high;
-        };
-    };
-    const CommandLine command{
-        "SRC DST [--depth N] [--block-size N] [--eventfd] [--quiet]",
-        "Copies SRC to DST with up to N kernel AIO requests in flight (O_DIRECT where the file systems allow it).",
-        {{"--depth", "N", "requests in flight at most (1 to 1000000, default 8)", number(settings.depth, 1u, 1000000u)},
-         {"--block-size", "N", "bytes per request, a multiple of 4096 (default 1048576)",
-          number(settings.block_size, std::size_t{4096}, std::size_t{64} << 20)},
-         {"--eventfd", "", "completions signalled on an eventfd watched by epoll (IOCB_FLAG_RESFD)",
-          [&settings](std::string_view) { return settings.eventfd = true; }},
-         {"--quiet", "", "do not report each request", [&settings](std::string_view) { return settings.quiet = true; }}},
-        two_paths(settings.source, settings.destination),
-        "SRC DST",
-        "(two paths)",
-    };
+    const CommandLine command = command_line(settings);
     parse_command_line_or_exit(command, argc, argv);
     // A write beyond RLIMIT_FSIZE raises SIGXFSZ, whose default action kills
     // the process before it can remove the incomplete copy. Ignored, the
     // write fails with EFBIG instead, and that is reported like any error.
-    ::signal(SIGXFSZ, SIG_IGN);
+    if (::signal(SIGXFSZ, SIG_IGN) == SIG_ERR) {
+        report_failure("signal SIGXFSZ SIG_IGN", errno);
+        return 1;
+    }
     if (settings.destination.empty() || settings.block_size % 4096 != 0) {
-        std::fprintf(stderr, "%s: %s\n%s", program_name(),
-                     settings.destination.empty() ? "SRC and DST are needed" : "--block-size must be a multiple of 4096",
-                     usage_text(program_name(), command).c_str());
+        const char* problem =
+            settings.destination.empty() ? "SRC and DST are needed" : "--block-size must be a multiple of 4096";
+        std::fprintf(stderr, "%s: %s\n%s", program_name(), problem, usage_text(program_name(), command).c_str());
         return 2;
     }
 
     Files files;
-    files.source_direct = open_direct(settings.source, O_RDONLY, files.direct);
-    if (!files.source_direct) {
-        report_failure("open " + settings.source, errno);
-        return 1;
-    }
     struct stat source_info {};
-    if (!stat_regular_file(files.source_direct.get(), settings.source, source_info) ||
-        !different_files(settings.source, source_info, settings.destination)) {
+    if (!open_source(settings, files, source_info)) {
         return 1;
     }
     // The AIO context first: if the system has none to give, DST (which
     // may exist and hold something) is not even opened.
-    aio_context_t context = 0;
-    if (io_setup(settings.depth, &context) == -1) {
-        // EAGAIN: more than /proc/sys/fs/aio-max-nr requests in all contexts.
-        report_failure("io_setup " + std::to_string(settings.depth), errno);
-        if (errno == EAGAIN) {
-            // The limit and what is in use, both system-wide.
-            unsigned long limit = 0, used = 0;
-            if (std::FILE* file = std::fopen("/proc/sys/fs/aio-max-nr", "r")) {
-                (void)std::fscanf(file, "%lu", &limit);
-                std::fclose(file);
-            }
-            if (std::FILE* file = std::fopen("/proc/sys/fs/aio-nr", "r")) {
-                (void)std::fscanf(file, "%lu", &used);
-                std::fclose(file);
-            }
-            std::fprintf(stderr, "%s: the system allows %lu requests in all AIO contexts together "
-                                 "(/proc/sys/fs/aio-max-nr), %lu are taken (/proc/sys/fs/aio-nr)\n",
-                         program_name(), limit, used);
-        }
-        std::fprintf(stderr, "%s: no AIO context: nothing copied, %s not touched\n", program_name(),
-                     settings.destination.c_str());
+    aio_context_t new_context = 0;  // must be 0 before io_setup
+    if (io_setup(settings.depth, &new_context) == -1) {
+        report_no_context(settings, errno);
         return 1;
     }
+    unique_aio_context context(new_context);
+    // SRC again, buffered: for the unaligned rest of a block.
     files.source_buffered.reset(::open(settings.source.c_str(), O_RDONLY | O_CLOEXEC));
-    // Not truncated yet: a --block-size that does not suit DST's file
-    // system is found below, and must leave an existing DST as it was.
-    const bool destination_existed = ::access(settings.destination.c_str(), F_OK) == 0;
-    files.destination_direct = open_direct(settings.destination, O_WRONLY | O_CREAT, files.direct);
-    if (!files.destination_direct) {
-        report_failure("open " + settings.destination, errno);
-        io_destroy(context);
+    if (!files.source_buffered) {
+        report_failure("open " + settings.source + " (buffered)", errno);
         return 1;
     }
-    files.destination_buffered.reset(::open(settings.destination.c_str(), O_WRONLY | O_CLOEXEC));
-    if (!files.source_buffered || !files.destination_buffered) {
-        report_failure("open (buffered)", errno);
-        if (!destination_existed) {
-            ::unlink(settings.destination.c_str());
-        }
-        io_destroy(context);
-        return 1;
+    if (const int status = open_destination(settings, files); status != 0) {
+        return status;
     }
-    files.alignment = std::max(dio_alignment(files.source_direct.get()), dio_alignment(files.destination_direct.get()));
-    if (settings.block_size % files.alignment != 0) {
-        std::fprintf(stderr, "%s: --block-size %zu is not a multiple of the direct I/O alignment %zu\n", program_name(),
-                     settings.block_size, files.alignment);
-        if (!destination_existed) {
-            ::unlink(settings.destination.c_str());  // created by us, empty
-        }
-        io_destroy(context);
-        return 2;
-    }
-    if (::ftruncate(files.destination_direct.get(), 0) == -1) {  // now DST is replaced
-        report_failure("ftruncate " + settings.destination, errno);
-        io_destroy(context);
-        return 1;
+    unique_fd completion_fd, epoll_fd;
+    if (settings.eventfd && !watch_completions(completion_fd, epoll_fd)) {
+        return remove_destination(settings, "no eventfd");
     }
 
-    const auto fail = [&settings](const char* why) {
-        // No half-copied file that looks like a copy.
-        ::unlink(settings.destination.c_str());
-        std::fprintf(stderr, "%s: %s; %s removed\n", program_name(), why, settings.destination.c_str());
-        return 1;
-    };
-    unique_fd completion_fd, epoll_fd;
-    if (settings.eventfd) {
-        completion_fd.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-        epoll_fd.reset(::epoll_create1(EPOLL_CLOEXEC));
-        epoll_event watch{};
-        watch.events = EPOLLIN;
-        if (!completion_fd || !epoll_fd || ::epoll_ctl(epoll_fd.get(), EPOLL_CTL_ADD, completion_fd.get(), &watch) == -1) {
-            report_failure("eventfd/epoll", errno);
-            io_destroy(context);
-            return fail("no eventfd");
-        }
-    }
-    Copy copy(settings, files, source_info.st_size, context, completion_fd ? completion_fd.get() : -1);
-    const bool copied = copy.run(epoll_fd ? epoll_fd.get() : -1);
-    io_destroy(context);  // waits for (or cancels) whatever is still in flight after a failure
-    if (!copied) {
-        return fail("the copy failed");
+    // The Copy, which owns the context and the buffers, is a temporary: it
+    // ends with this statement. io_destroy waits for whatever a failure left
+    // in flight, then the buffers are freed, and only then is DST removed.
+    const std::optional<Counters> counters =
+        Copy(settings, files, source_info.st_size, std::move(context), completion_fd.get()).run(epoll_fd.get());
+    if (!counters) {
+        return remove_destination(settings, "the copy failed");
     }
     std::printf("%s: %lld bytes copied from %s to %s: %llu reads and %llu writes (%llu buffered) in %llu io_submit "
                 "calls, at most %u in flight (depth %u), %s, block %zu, alignment %zu\n",
                 program_name(), static_cast<long long>(source_info.st_size), settings.source.c_str(),
-                settings.destination.c_str(), copy.reads(), copy.writes(), copy.buffered_writes(), copy.submit_calls(),
-                copy.most_in_flight(), settings.depth, files.direct ? "O_DIRECT" : "buffered (O_DIRECT refused)",
-                settings.block_size, files.alignment);
+                settings.destination.c_str(), counters->reads, counters->writes, counters->buffered_writes,
+                counters->submit_calls, counters->most_in_flight, settings.depth,
+                files.direct ? "O_DIRECT" : "buffered (O_DIRECT refused)", settings.block_size, files.alignment);
     return 0;
 }

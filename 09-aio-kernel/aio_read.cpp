@@ -1,26 +1,11 @@
-// 09-aio-kernel/aio_read.cpp: an O_DIRECT read through kernel AIO, done
-// right (document 001's kernel AIO example, which misspelt O_DIRECT and
-// used sizes that were not aligned).
+// 09-aio-kernel/aio_read.cpp: an O_DIRECT read through kernel AIO, into a
+// buffer aligned as statx(STATX_DIOALIGN) says (document 001's example
+// misspelt O_DIRECT and used sizes that were not aligned).
 //
-// Kernel AIO is truly asynchronous only with O_DIRECT: the request goes to
-// the block device, io_submit() returns at once and the data arrives in
-// our buffer later, without a copy through the page cache. O_DIRECT has
-// rules: the buffer's address, the file offset and the length must be
-// multiples of the file system's direct-I/O alignment. statx() with
-// STATX_DIOALIGN (Linux 6.1) tells it (stx_dio_mem_align for the buffer,
-// stx_dio_offset_align for offset and length); without it we use 4096,
-// which every device accepts.
-//
-// A request that breaks the rules may be refused by io_submit() itself
-// (EINVAL), or accepted and fail later with res = -EINVAL in its io_event
-// (what current kernels do). Both are reported. --offset 1 breaks the
-// offset rule, which every file system enforces; --unaligned-buffer breaks
-// the buffer rule, which some devices do not need (a virtio disk may
-// accept any address, whatever statx says).
-//
-// Where the file system refuses O_DIRECT (open fails with EINVAL: tmpfs
-// before Linux 6.6, some FUSE file systems), the program says so and reads
-// buffered: then io_submit does the read itself, synchronously.
+// With O_DIRECT, io_submit() returns at once and the device fills the
+// buffer later: kernel AIO at its most asynchronous. --offset 1 and
+// --unaligned-buffer break the alignment rules (the README shows what comes
+// back); where open(O_DIRECT) fails with EINVAL, it reads buffered and says so.
 //
 // usage: aio_read FILE [--blocks N] [--offset N] [--unaligned-buffer]
 //   reads N (default 1) aligned blocks from offset 0 and prints them
@@ -28,6 +13,8 @@
 // strace: strace -e trace=statx,openat,io_setup,io_submit,io_getevents,io_destroy ./build/09-aio-kernel/aio_read FILE
 //   openat(..., O_RDONLY|O_DIRECT), io_submit(...) = 1, io_getevents(...) = 1
 //   with {res=N}; and no pread64 or read: the kernel filled the buffer.
+//
+// No loop here: read `main` top to bottom; the two functions above it are its steps.
 
 #include <errno.h>
 #include <fcntl.h>
@@ -35,14 +22,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <charconv>
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <memory>
 #include <string>
 #include <string_view>
-#include <system_error>
 
 #include "aio_abi.hpp"
 #include "common/errors.hpp"
@@ -97,16 +84,9 @@ int main(int argc, char** argv) {
     const CommandLine command{
         "FILE [--blocks N] [--offset N] [--unaligned-buffer]",
         "Reads the first N aligned blocks of FILE with O_DIRECT and one kernel AIO request, and prints them.",
-        {{"--blocks", "N", "how many blocks to read (1 to 1024, default 1)",
-          [&blocks](std::string_view value) {
-              const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), blocks);
-              return error == std::errc{} && end == value.data() + value.size() && blocks >= 1 && blocks <= 1024;
-          }},
+        {{"--blocks", "N", "how many blocks to read (1 to 1024, default 1)", number(blocks, 1u, 1024u)},
          {"--offset", "N", "file offset to read at (default 0; 1 breaks O_DIRECT's alignment rule)",
-          [&offset](std::string_view value) {
-              const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), offset);
-              return error == std::errc{} && end == value.data() + value.size() && offset >= 0;
-          }},
+          number(offset, 0LL, std::numeric_limits<long long>::max())},
          {"--unaligned-buffer", "", "read into a buffer one byte past an aligned address",
           [&misalign](std::string_view) {
               misalign = true;
@@ -162,7 +142,7 @@ int main(int argc, char** argv) {
     }
 
     // Aligned memory: aligned_alloc wants the size to be a multiple of the
-    // alignment; one extra block leaves room for --misalign's shift.
+    // alignment; one extra block leaves room for --unaligned-buffer's shift.
     const std::size_t length = blocks * alignment.offset;
     const std::size_t buffer_alignment = std::max(alignment.memory, alignment.offset);
     const std::size_t allocated = (length / buffer_alignment + 2) * buffer_alignment;
@@ -174,11 +154,14 @@ int main(int argc, char** argv) {
     }
     unsigned char* const target = buffer.get() + (misalign ? 1 : 0);
 
-    aio_context_t context = 0;
-    if (io_setup(1, &context) == -1) {
+    aio_context_t new_context = 0;  // must be 0 before io_setup
+    if (io_setup(1, &new_context) == -1) {
         report_failure("io_setup 1", errno);  // EAGAIN: /proc/sys/fs/aio-max-nr reached
         return 1;
     }
+    // Declared after `buffer`: destroyed first, so no request can be left
+    // writing into freed memory (see unique_aio_context).
+    const unique_aio_context context(new_context);
     iocb request{};
     request.aio_lio_opcode = IOCB_CMD_PREAD;
     request.aio_fildes = static_cast<std::uint32_t>(fd.get());
@@ -189,38 +172,32 @@ int main(int argc, char** argv) {
     std::printf("io_submit: IOCB_CMD_PREAD of %zu bytes at offset %lld into a buffer at %p (%s)%s\n", length, offset,
                 static_cast<void*>(target), misalign ? "1 byte past an aligned address" : "aligned",
                 direct ? ", O_DIRECT" : "");
-    int status = 0;
-    if (io_submit(context, 1, requests) != 1) {
+    if (io_submit(context.get(), 1, requests) != 1) {
         // Refused at once: the request never ran.
         std::printf("io_submit refused the request: %s\n", describe_failure("io_submit", errno).c_str());
-        status = 1;
-    } else {
-        io_event event{};
-        int completed = 0;
-        do {
-            completed = io_getevents(context, 1, 1, &event, nullptr);
-        } while (completed == -1 && errno == EINTR);
-        if (completed != 1) {
-            report_failure("io_getevents", errno);
-            status = 1;
-        } else if (event.res < 0) {
-            // Accepted, then failed: the error comes in the completion.
-            const int error = static_cast<int>(-event.res);
-            const bool unaligned = misalign || offset % static_cast<long long>(alignment.offset) != 0;
-            std::printf("io_getevents: res %lld: the request failed: %s [%s]%s\n", static_cast<long long>(event.res),
-                        ::strerror(error), errno_name(error).c_str(),
-                        error == EINVAL && unaligned ? " (not aligned for O_DIRECT)" : "");
-            status = 1;
-        } else {
-            const auto got = static_cast<std::size_t>(event.res);
-            std::printf("io_getevents: res %zu: %zu bytes read at offset %lld%s\n", got, got, offset,
-                        got < length ? " (less than asked: the file ends there)" : "");
-            std::printf("%s\n", printable(target, got, 256).c_str());
-        }
+        return 1;
     }
-    if (io_destroy(context) == -1) {
-        report_failure("io_destroy", errno);
-        status = 1;
+    io_event event{};
+    int completed = 0;
+    do {
+        completed = io_getevents(context.get(), 1, 1, &event, nullptr);
+    } while (completed == -1 && errno == EINTR);
+    if (completed != 1) {
+        report_failure("io_getevents", errno);
+        return 1;
     }
-    return status;
+    if (event.res < 0) {
+        // Accepted, then failed: the error comes in the completion.
+        const int error = static_cast<int>(-event.res);
+        const bool unaligned = misalign || offset % static_cast<long long>(alignment.offset) != 0;
+        std::printf("io_getevents: res %lld: the request failed: %s [%s]%s\n", static_cast<long long>(event.res),
+                    ::strerror(error), errno_name(error).c_str(),
+                    error == EINVAL && unaligned ? " (not aligned for O_DIRECT)" : "");
+        return 1;
+    }
+    const auto got = static_cast<std::size_t>(event.res);
+    std::printf("io_getevents: res %zu: %zu bytes read at offset %lld%s\n", got, got, offset,
+                got < length ? " (less than asked: the file ends there)" : "");
+    std::printf("%s\n", printable(target, got, 256).c_str());
+    return 0;
 }

@@ -1,27 +1,20 @@
-// 09-aio-kernel/aio_write.cpp: one write through kernel AIO, done right.
-//
-// Document 000 §5.2.1's example, corrected: it never looked at the result
-// of the request. With kernel AIO, io_submit() succeeding means only that
-// the request was *queued*; whether the write happened, and how many bytes
-// it wrote, arrives later in the io_event's `res`: a byte count, or a
-// negative errno (-EINVAL, -EBADF, -ENOSPC...). This program checks it.
+// 09-aio-kernel/aio_write.cpp: one write through kernel AIO, its result
+// checked (document 000 §5.2.1's example never looks at it).
 //
 //   io_setup(1, &context)            a context for one request in flight
 //   io_submit(context, 1, [iocb])    the request: IOCB_CMD_PWRITE, fd, buffer, length, offset
-//   io_getevents(context, 1, 1, ...) wait for its completion: io_event.res
-//   io_destroy(context)
-//
-// The file is opened without O_DIRECT: a buffered write through kernel AIO
-// is done by io_submit itself, synchronously (it copies into the page
-// cache), so here the "asynchronous" call returns when the work is done.
-// aio_read shows the O_DIRECT case, where it is not.
+//   io_getevents(context, 1, 1, ...) wait for its completion: io_event.res, bytes or -errno
+//   io_destroy(context)              at the end, by unique_aio_context (aio_abi.hpp)
 //
 // usage: aio_write FILE [MESSAGE...]   (writes MESSAGE and a newline at offset 0 of FILE;
 //                                       default "hello from kernel AIO")
 //
 // strace: strace -e trace=openat,io_setup,io_submit,io_getevents,io_destroy ./build/09-aio-kernel/aio_write out.txt
 //   io_submit(...) = 1 with the iocb decoded (aio_lio_opcode=IOCB_CMD_PWRITE),
-//   then io_getevents(...) = 1 with {res=22, res2=0}: 22 bytes written.
+//   then io_getevents(...) = 1 with {res=22, res2=0}: 22 bytes written. Without
+//   O_DIRECT, io_submit did the write itself (aio_read shows O_DIRECT).
+//
+// No loop here: read `main` top to bottom, one request and its completion.
 
 #include <errno.h>
 #include <fcntl.h>
@@ -76,12 +69,14 @@ int main(int argc, char** argv) {
         report_failure("open " + path, errno);
         return 1;
     }
-    aio_context_t context = 0;  // must be 0 before io_setup
-    if (io_setup(1, &context) == -1) {
+    aio_context_t new_context = 0;  // must be 0 before io_setup
+    if (io_setup(1, &new_context) == -1) {
         // EAGAIN: the system-wide limit /proc/sys/fs/aio-max-nr is reached.
         report_failure("io_setup 1", errno);
         return 1;
     }
+    // Declared after `message` and `fd`: destroyed first (see unique_aio_context).
+    const unique_aio_context context(new_context);
 
     iocb request{};
     request.aio_lio_opcode = IOCB_CMD_PWRITE;
@@ -91,40 +86,35 @@ int main(int argc, char** argv) {
     request.aio_offset = 0;
     request.aio_data = 1;  // ours, handed back in io_event.data
     iocb* requests[] = {&request};
-    int status = 0;
-    const int queued = io_submit(context, 1, requests);
+    const int queued = io_submit(context.get(), 1, requests);
     if (queued != 1) {
         // -1: the request was refused as a whole (EINVAL, EBADF, EAGAIN...).
         report_failure("io_submit IOCB_CMD_PWRITE " + path, queued == -1 ? errno : EAGAIN);
-        status = 1;
-    } else {
-        std::printf("io_submit: 1 request queued (IOCB_CMD_PWRITE, %zu bytes at offset 0 of %s)\n", message.size(),
-                    path.c_str());
-        io_event event{};
-        int completed = 0;
-        do {
-            completed = io_getevents(context, 1, 1, &event, nullptr);  // EINTR: a signal; wait again
-        } while (completed == -1 && errno == EINTR);
-        if (completed != 1) {
-            report_failure("io_getevents", errno);
-            status = 1;
-        } else if (event.res < 0) {
-            // The request ran and failed: res is -errno.
-            std::printf("io_getevents: res %lld: %s [%s]\n", static_cast<long long>(event.res),
-                        ::strerror(static_cast<int>(-event.res)), errno_name(static_cast<int>(-event.res)).c_str());
-            status = 1;
-        } else if (static_cast<std::size_t>(event.res) != message.size()) {
-            std::printf("io_getevents: res %lld: a short write, %zu bytes were asked for\n",
-                        static_cast<long long>(event.res), message.size());
-            status = 1;
-        } else {
-            std::printf("io_getevents: res %lld: %lld bytes written at offset 0\n", static_cast<long long>(event.res),
-                        static_cast<long long>(event.res));
-        }
+        return 1;
     }
-    if (io_destroy(context) == -1) {
-        report_failure("io_destroy", errno);
-        status = 1;
+    std::printf("io_submit: 1 request queued (IOCB_CMD_PWRITE, %zu bytes at offset 0 of %s)\n", message.size(),
+                path.c_str());
+    io_event event{};
+    int completed = 0;
+    do {
+        completed = io_getevents(context.get(), 1, 1, &event, nullptr);  // EINTR: a signal; wait again
+    } while (completed == -1 && errno == EINTR);
+    if (completed != 1) {
+        report_failure("io_getevents", errno);
+        return 1;
     }
-    return status;
+    if (event.res < 0) {
+        // The request ran and failed: res is -errno.
+        std::printf("io_getevents: res %lld: %s [%s]\n", static_cast<long long>(event.res),
+                    ::strerror(static_cast<int>(-event.res)), errno_name(static_cast<int>(-event.res)).c_str());
+        return 1;
+    }
+    if (static_cast<std::size_t>(event.res) != message.size()) {
+        std::printf("io_getevents: res %lld: a short write, %zu bytes were asked for\n",
+                    static_cast<long long>(event.res), message.size());
+        return 1;
+    }
+    std::printf("io_getevents: res %lld: %lld bytes written at offset 0\n", static_cast<long long>(event.res),
+                static_cast<long long>(event.res));
+    return 0;
 }

@@ -1,61 +1,42 @@
 // 09-aio-kernel/server.cpp: an echo server on kernel AIO's poll request
 // (IOCB_CMD_POLL, Linux 4.18; document 004 mentions it as "aio-poll").
 //
-// Why not IOCB_CMD_PREAD on the socket? Kernel AIO is asynchronous only
-// where the file's code supports it (O_DIRECT on block devices); a read
-// on a socket submitted through io_submit just runs the ordinary read,
-// blocking inside io_submit until data comes (document 000 §5.3). What
-// kernel AIO can do for sockets is *wait*: an IOCB_CMD_POLL request
-// completes when the socket is ready for the events in aio_buf, and its
-// io_event.res holds the ready events, like poll's revents. The copy is
-// then an ordinary non-blocking recv()/send(), as in 03-06.
-//
-// A poll request completes once (like EPOLLONESHOT): after handling it,
-// the server submits a new one for that socket, asking for what its state
-// needs (POLLIN while there is room, POLLOUT while output is pending). If
-// the socket is already ready when submitted, it completes at once; so
-// the server may read a bounded amount and let the next request report
-// the rest. All the requests of a round go to the kernel in one io_submit.
-//
-// The listening socket is watched the same way. SIGINT and SIGTERM are
-// blocked except while the server waits, in io_pgetevents(), which installs
-// a signal mask for the wait as ppoll does (04-poll). (A signalfd cannot be
-// watched by an AIO poll request: the kernel completes those in a worker
-// thread, which does not see our process's pending signals.)
+// Kernel AIO cannot read a socket asynchronously (an IOCB_CMD_PREAD on it
+// blocks inside io_submit), but it can *wait*: a poll request completes,
+// once, when its socket is ready, with the ready events in io_event.res.
+// The copy is then an ordinary non-blocking recv()/send(), as in 03 to 06.
+// SIGINT and SIGTERM get through only inside io_pgetevents, as in ppoll (04).
 //
 // usage: server [PORT] [--host ADDR] [--quiet] [--max-events N]   (PORT 8009; 0: any free port)
-//        --max-events: the AIO context's size, the most sockets watched at once
 //
 // strace: strace -e trace=io_setup,io_submit,io_pgetevents,accept4,recvfrom,sendto ./build/09-aio-kernel/server 0
 //   io_submit(ctx, 2, [{aio_lio_opcode=IOCB_CMD_POLL, aio_fildes=3, aio_buf=POLLIN}, ...]) = 2,
 //   io_pgetevents(...) = 1 with [{data=..., obj=..., res=POLLIN}], then accept4 until EAGAIN.
+//
+// Read `main`'s loop first; the functions above it are its steps.
 
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <string.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
-#include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <span>
 #include <string>
-#include <string_view>
-#include <system_error>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "aio_abi.hpp"
 #include "common/errors.hpp"
-#include "common/event_names.hpp"
 #include "common/net.hpp"
 #include "common/options.hpp"
 #include "common/pending_output.hpp"
@@ -87,15 +68,26 @@ struct Counters {
     std::uint64_t submit_calls = 0;
     std::uint64_t getevents_calls = 0;
     std::uint64_t completions = 0;
+
+    // In the order of the summary line.
+    [[nodiscard]] std::array<Count, 5> list() const {
+        return {{{connections, "connections"},
+                 {bytes_echoed, "bytes echoed"},
+                 {submit_calls, "io_submit calls"},
+                 {getevents_calls, "io_pgetevents calls"},
+                 {completions, "completions"}}};
+    }
 };
 
 struct Server {
-    aio_context_t context;
-    unsigned max_events;
+    unsigned max_events = 0;
     const EventLog& log;
-    std::unordered_map<int, std::unique_ptr<Connection>> connections;
-    std::vector<iocb*> to_submit;  // poll requests of this round, submitted together
-    Counters counters;
+    std::unordered_map<int, std::unique_ptr<Connection>> connections{};
+    std::vector<iocb*> to_submit{};  // poll requests of this round, submitted together
+    Counters counters{};
+    // Declared after `connections`, so destroyed before them: io_destroy
+    // cancels their poll requests before their sockets close.
+    unique_aio_context context{};
 };
 
 // Prepares a one-shot poll request for `fd`; submitted at the end of the round.
@@ -120,15 +112,10 @@ short interest(const Connection& connection) {
     return events;
 }
 
+// Sends what is pending (02-nonblocking writes this loop out). False: close the connection.
 bool flush(Server& server, Connection& connection) {
-    const auto result = connection.pending.flush_to(connection.fd.get());
-    connection.echoed += result.bytes_sent;
-    server.counters.bytes_echoed += result.bytes_sent;
-    if (result.status == PendingOutput::FlushStatus::error) {
-        server.log("send to %s: %s", connection.peer.c_str(), describe_failure("send", result.error).c_str());
-        return false;
-    }
-    return true;
+    return flush_and_count(connection.pending, connection.fd.get(), connection.peer, connection.echoed,
+                           server.counters.bytes_echoed, server.log) != PendingOutput::FlushStatus::error;
 }
 
 // At most 16 reads per completion: if more is waiting, the next poll
@@ -186,8 +173,7 @@ void accept_new_clients(Server& server, int listen_fd, DescriptorReserve& reserv
         if (!fd) {
             // EAGAIN: all accepted. EMFILE: one refused; the listening
             // socket's next poll request completes at once for the next.
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EMFILE && errno != ENFILE &&
-                errno != ECONNABORTED && errno != EINTR) {
+            if (!accept_failed_harmlessly(errno) && errno != EMFILE && errno != ENFILE) {
                 server.log("%s", describe_failure("accept", errno).c_str());
             }
             return;
@@ -216,7 +202,7 @@ bool submit(Server& server) {
     std::size_t offset = 0;
     while (offset < server.to_submit.size()) {
         ++server.counters.submit_calls;
-        const int queued = io_submit(server.context, static_cast<long>(server.to_submit.size() - offset),
+        const int queued = io_submit(server.context.get(), static_cast<long>(server.to_submit.size() - offset),
                                      server.to_submit.data() + offset);
         if (queued == -1) {
             if (errno == EINTR) {
@@ -244,11 +230,7 @@ int main(int argc, char** argv) {
     const ServerOptions options = parse_server_options_or_exit(
         argc, argv, "echo server on kernel AIO poll requests (IOCB_CMD_POLL): io_submit, io_getevents.", 8009,
         {{"--max-events", "N", "the AIO context's size: sockets watched at once (16 to 65536, default 4096)",
-          [&max_events](std::string_view value) {
-              const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), max_events);
-              return error == std::errc{} && end == value.data() + value.size() && max_events >= 16 &&
-                     max_events <= 65536;
-          }}});
+          number(max_events, 16u, 65536u)}});
     const EventLog log(options.quiet);
 
     const unique_fd listen_fd = listen_tcp(options.host, options.port, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -268,42 +250,32 @@ int main(int argc, char** argv) {
     }
     ::sigdelset(&mask_while_waiting, SIGINT);
     ::sigdelset(&mask_while_waiting, SIGTERM);
-    Server server{0, max_events, log, {}, {}, {}};
-    if (io_setup(max_events, &server.context) == -1) {
+    aio_context_t new_context = 0;  // must be 0 before io_setup
+    if (io_setup(max_events, &new_context) == -1) {
         // EAGAIN: all AIO contexts together may hold /proc/sys/fs/aio-max-nr requests.
         report_failure("io_setup " + std::to_string(max_events), errno);
         return 1;
     }
+    Server server{.max_events = max_events, .log = log, .context = unique_aio_context(new_context)};
     DescriptorReserve reserve;
-    Watch listening{{}, Watch::Kind::listening};
+    Watch listening{.kind = Watch::Kind::listening};
     watch(server, listening, listen_fd.get(), POLLIN);
-    if (!submit(server)) {  // refused here if the kernel has no AIO poll
-        io_destroy(server.context);
-        return 1;
-    }
-    if (!print_ready_line(listen_fd.get())) {
-        io_destroy(server.context);
+    // submit() fails here if the kernel has no AIO poll.
+    if (!submit(server) || !print_ready_line(listen_fd.get())) {
         return 1;
     }
 
     std::vector<io_event> events(128);
     bool failed = false;
-    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
-        print({{server.counters.connections, "connections"},
-               {server.counters.bytes_echoed, "bytes echoed"},
-               {server.counters.submit_calls, "io_submit calls"},
-               {server.counters.getevents_calls, "io_pgetevents calls"},
-               {server.counters.completions, "completions"}});
-    };
     // stop_signal_pending(): as with ppoll, a stop signal is delivered in
     // io_pgetevents only when it would sleep (see common/server.hpp).
     while (!stop_requested() && !stop_signal_pending()) {
         if (status_requested()) {
-            print_counts(print_status);
+            print_status(server.counters.list());
         }
         ++server.counters.getevents_calls;
         // Sleeps (phase 1) until at least one poll request has completed.
-        const int completed = io_pgetevents(server.context, 1, static_cast<long>(events.size()), events.data(),
+        const int completed = io_pgetevents(server.context.get(), 1, static_cast<long>(events.size()), events.data(),
                                             nullptr, &mask_while_waiting);
         if (completed == -1) {
             if (errno == EINTR) {
@@ -345,9 +317,10 @@ int main(int argc, char** argv) {
             break;
         }
     }
-    // Cancels the poll requests still in flight, before their sockets close.
-    io_destroy(server.context);
+    // io_destroy now: it cancels the poll requests still in flight, before
+    // their sockets close and the summary is printed.
+    server.context.reset();
     server.connections.clear();
-    print_counts(print_summary);
+    print_summary(server.counters.list());
     return failed ? 1 : 0;
 }
