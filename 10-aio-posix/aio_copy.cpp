@@ -1,20 +1,10 @@
-// 10-aio-posix/aio_copy.cpp: copies a file with POSIX AIO: batches queued
-// with lio_listio, completions awaited with aio_suspend (or announced by
-// SIGEV_THREAD), and an aio_fsync at the end.
-//
-//   lio_listio(LIO_NOWAIT, list, n, NULL)  queue n requests in one call
-//   aio_suspend(list, n, NULL)             sleep until one of them is done
-//   aio_error / aio_return                 which, and how it went
-//   aio_fsync(O_SYNC, &request)            flush the copy to the disk, asynchronously too
-//
-// Compare 09-aio-kernel/aio_copy: the same pipeline of --depth blocks in
-// flight, but here glibc runs each request as an ordinary pread/pwrite in
-// a helper thread (strace -f shows them), so no O_DIRECT and no alignment:
-// any block size works, and short transfers are finished like any other.
-//
-// --notify thread: each request carries SIGEV_THREAD, and glibc calls our
-// function in a thread when it completes; the function only counts and
-// wakes the main thread (a condition variable), which does the rest.
+// 10-aio-posix/aio_copy.cpp: copies a file with POSIX AIO, up to --depth
+// blocks in flight: each round queues a batch of reads and writes with
+// lio_listio(LIO_NOWAIT), sleeps in aio_suspend until one of them is done
+// (with --notify thread, until a SIGEV_THREAD function says so), takes the
+// results with aio_error/aio_return, and an aio_fsync ends the copy.
+// Compare 09-aio-kernel/aio_copy: here glibc runs each request as an ordinary
+// pread/pwrite in a helper thread, so any block size works.
 //
 // usage: aio_copy SRC DST [--depth N] [--block-size N] [--notify suspend|thread] [--quiet]
 //   (depth 8, block size 1 MiB by default)
@@ -22,25 +12,25 @@
 // strace: strace -f -e trace=pread64,pwrite64,fsync,fdatasync,clone3 ./build/10-aio-posix/aio_copy SRC DST
 //   clone3 for glibc's helper threads; pread64/pwrite64 in those threads,
 //   not in the main one; an fsync at the end, also in a helper thread.
+//
+// Read `main` first, then `Copy::run`'s loop just above it; the functions above that are its steps.
 
 #include <aio.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
 
 #include "common/errors.hpp"
@@ -59,6 +49,35 @@ struct Settings {
     bool notify_thread = false;
     bool quiet = false;
 };
+
+// The command line; --help: usage, exit 0; bad arguments: usage, exit 2.
+Settings parse_settings_or_exit(int argc, char** argv) {
+    Settings settings;
+    const CommandLine command{
+        "SRC DST [--depth N] [--block-size N] [--notify suspend|thread] [--quiet]",
+        "Copies SRC to DST with up to N POSIX AIO requests in flight (lio_listio, aio_suspend, aio_fsync).",
+        {{"--depth", "N", "requests in flight at most (1 to 1024, default 8)", number(settings.depth, 1u, 1024u)},
+         {"--block-size", "N", "bytes per request (1 to 67108864, default 1048576)",
+          number(settings.block_size, std::size_t{1}, std::size_t{64} << 20)},
+         {"--notify", "HOW", "suspend (aio_suspend, the default) or thread (SIGEV_THREAD)",
+          [&settings](std::string_view value) {
+              settings.notify_thread = value == "thread";
+              return value == "thread" || value == "suspend";
+          }},
+         {"--quiet", "", "do not report each request",
+          [&settings](std::string_view) { return settings.quiet = true; }}},
+        two_paths(settings.source, settings.destination),
+        "SRC DST",
+        "(two paths)",
+    };
+    parse_command_line_or_exit(command, argc, argv);
+    if (settings.destination.empty()) {
+        std::fprintf(stderr, "%s: SRC and DST are needed\n%s", program_name(),
+                     usage_text(program_name(), command).c_str());
+        std::exit(2);
+    }
+    return settings;
+}
 
 // --notify thread: completions counted by glibc's notification threads.
 struct Notifications {
@@ -92,11 +111,17 @@ public:
         : settings_(settings), source_(source), destination_(destination), size_(size) {}
 
     bool run();
+    // --notify thread: returns once every request's notification has run,
+    // so that none touches notifications_ after the copy is gone.
+    void wait_for_notifications();
     bool sync();
     void abandon();  // after a failure: cancel, and wait for what cannot be cancelled
 
-    unsigned long long reads = 0, writes = 0, batches = 0;
-    unsigned most_in_flight = 0;
+    // What the summary line counts.
+    struct Counters {
+        unsigned long long reads = 0, writes = 0, batches = 0;  // batches: lio_listio calls
+        unsigned most_in_flight = 0;
+    } counters;
 
 private:
     void prepare(Slot& slot, bool write);
@@ -114,16 +139,6 @@ private:
     Notifications notifications_;
     unsigned long long seen_ = 0;       // notifications already waited for
     unsigned long long submitted_ = 0;  // requests queued: each will notify once
-
-public:
-    // --notify thread: returns once every request's notification has run,
-    // so that none touches notifications_ after the copy is gone.
-    void wait_for_notifications() {
-        if (settings_.notify_thread) {
-            std::unique_lock lock(notifications_.mutex);
-            notifications_.done.wait(lock, [this] { return notifications_.count >= submitted_; });
-        }
-    }
 };
 
 void Copy::prepare(Slot& slot, bool write) {
@@ -150,7 +165,7 @@ bool Copy::submit() {
     if (to_submit_.empty()) {
         return true;
     }
-    ++batches;
+    ++counters.batches;
     const int result = ::lio_listio(LIO_NOWAIT, to_submit_.data(), static_cast<int>(to_submit_.size()), nullptr);
     if (result == -1) {
         // EIO: some request could not be queued; its aio_error says why.
@@ -158,8 +173,8 @@ bool Copy::submit() {
         for (aiocb* request : to_submit_) {
             const int error = ::aio_error(request);
             if (error != EINPROGRESS && error != 0) {
-                report_failure(std::string("lio_listio ") + (request->aio_lio_opcode == LIO_READ ? "LIO_READ" : "LIO_WRITE"),
-                               error);
+                const char* opcode = request->aio_lio_opcode == LIO_READ ? "LIO_READ" : "LIO_WRITE";
+                report_failure(std::string("lio_listio ") + opcode, error);
             }
         }
         report_failure("lio_listio LIO_NOWAIT " + std::to_string(to_submit_.size()) + " requests", errno);
@@ -168,7 +183,7 @@ bool Copy::submit() {
     }
     in_flight_ += static_cast<unsigned>(to_submit_.size());
     submitted_ += to_submit_.size();
-    most_in_flight = std::max(most_in_flight, in_flight_);
+    counters.most_in_flight = std::max(counters.most_in_flight, in_flight_);
     to_submit_.clear();
     return true;
 }
@@ -191,6 +206,13 @@ bool Copy::wait(std::vector<aiocb*> watched) {
     return true;
 }
 
+void Copy::wait_for_notifications() {
+    if (settings_.notify_thread) {
+        std::unique_lock lock(notifications_.mutex);
+        notifications_.done.wait(lock, [this] { return notifications_.count >= submitted_; });
+    }
+}
+
 // A request of `slot` is done: check it, then read or write what is left,
 // or move on. False (reported): the copy failed.
 bool Copy::complete(Slot& slot) {
@@ -210,7 +232,7 @@ bool Copy::complete(Slot& slot) {
         return false;
     }
     if (reading) {
-        ++reads;
+        ++counters.reads;
         if (slot.done == 0) {
             slot.length = static_cast<std::size_t>(std::min<long long>(settings_.block_size, size_ - slot.offset));
         }
@@ -228,7 +250,7 @@ bool Copy::complete(Slot& slot) {
         }
         return true;
     }
-    ++writes;
+    ++counters.writes;
     slot.done += static_cast<std::size_t>(result);
     if (result == 0) {
         std::fprintf(stderr, "%s: a write to %s wrote nothing\n", program_name(), settings_.destination.c_str());
@@ -240,44 +262,6 @@ bool Copy::complete(Slot& slot) {
     }
     copied_ += static_cast<long long>(slot.length);
     slot.state = Slot::State::idle;
-    return true;
-}
-
-bool Copy::run() {
-    const long long blocks = (size_ + static_cast<long long>(settings_.block_size) - 1) /
-                             static_cast<long long>(settings_.block_size);
-    slots_.resize(static_cast<std::size_t>(std::min<long long>(settings_.depth, blocks)));
-    for (Slot& slot : slots_) {
-        slot.buffer.resize(settings_.block_size);
-    }
-    while (copied_ < size_) {
-        for (Slot& slot : slots_) {
-            if (slot.state == Slot::State::idle && next_read_ < size_) {
-                slot.offset = next_read_;
-                slot.done = slot.length = 0;
-                next_read_ += static_cast<long long>(settings_.block_size);
-                prepare(slot, false);
-            }
-        }
-        if (!submit()) {
-            return false;
-        }
-        std::vector<aiocb*> watched;
-        for (Slot& slot : slots_) {
-            if (slot.state != Slot::State::idle) {
-                watched.push_back(slot.request.get());
-            }
-        }
-        if (!wait(watched)) {
-            return false;
-        }
-        for (Slot& slot : slots_) {
-            if (slot.state != Slot::State::idle && ::aio_error(slot.request.get()) != EINPROGRESS &&
-                !complete(slot)) {
-                return false;
-            }
-        }
-    }
     return true;
 }
 
@@ -319,41 +303,55 @@ void Copy::abandon() {
     wait_for_notifications();
 }
 
+// The copy: each round queues what is ready, waits for one request to be
+// done, and completes every request that is.
+bool Copy::run() {
+    const long long blocks = (size_ + static_cast<long long>(settings_.block_size) - 1) /
+                             static_cast<long long>(settings_.block_size);
+    slots_.resize(static_cast<std::size_t>(std::min<long long>(settings_.depth, blocks)));
+    for (Slot& slot : slots_) {
+        slot.buffer.resize(settings_.block_size);
+    }
+    while (copied_ < size_) {
+        for (Slot& slot : slots_) {
+            if (slot.state == Slot::State::idle && next_read_ < size_) {
+                slot.offset = next_read_;
+                slot.done = slot.length = 0;
+                next_read_ += static_cast<long long>(settings_.block_size);
+                prepare(slot, false);
+            }
+        }
+        if (!submit()) {
+            return false;
+        }
+        std::vector<aiocb*> watched;
+        for (Slot& slot : slots_) {
+            if (slot.state != Slot::State::idle) {
+                watched.push_back(slot.request.get());
+            }
+        }
+        if (!wait(watched)) {
+            return false;
+        }
+        for (Slot& slot : slots_) {
+            if (slot.state != Slot::State::idle && ::aio_error(slot.request.get()) != EINPROGRESS &&
+                !complete(slot)) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-    Settings settings;
-    const CommandLine command{
-        "SRC DST [--depth N] [--block-size N] [--notify suspend|thread] [--quiet]",
-        "Copies SRC to DST with up to N POSIX AIO requests in flight (lio_listio, aio_suspend, aio_fsync).",
-        {{"--depth", "N", "requests in flight at most (1 to 1024, default 8)",
-          [&settings](std::string_view value) {
-              const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), settings.depth);
-              return error == std::errc{} && end == value.data() + value.size() && settings.depth >= 1 &&
-                     settings.depth <= 1024;
-          }},
-         {"--block-size", "N", "bytes per request (1 to 67108864, default 1048576)",
-          [&settings](std::string_view value) {
-              const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), settings.block_size);
-              return error == std::errc{} && end == value.data() + value.size() && settings.block_size >= 1 &&
-                     settings.block_size <= (64u << 20);
-          }},
-         {"--notify", "HOW", "suspend (aio_suspend, the default) or thread (SIGEV_THREAD)",
-          [&settings](std::string_view value) {
-              settings.notify_thread = value == "thread";
-              return value == "thread" || value == "suspend";
-          }},
-         {"--quiet", "", "do not report each request", [&settings](std::string_view) { return settings.quiet = true; }}},
-        two_paths(settings.source, settings.destination),
-        "SRC DST",
-        "(two paths)",
-    };
-    parse_command_line_or_exit(command, argc, argv);
-    if (settings.destination.empty()) {
-        std::fprintf(stderr, "%s: SRC and DST are needed\n%s", program_name(), usage_text(program_name(), command).c_str());
-        return 2;
+    const Settings settings = parse_settings_or_exit(argc, argv);
+    // Past RLIMIT_FSIZE: EFBIG, reported, instead of death (see 09's aio_copy).
+    if (::signal(SIGXFSZ, SIG_IGN) == SIG_ERR) {
+        report_failure("signal SIGXFSZ SIG_IGN", errno);
+        return 1;
     }
-    ::signal(SIGXFSZ, SIG_IGN);  // past RLIMIT_FSIZE: EFBIG, reported, instead of death (see 09's aio_copy)
 
     const unique_fd source(::open(settings.source.c_str(), O_RDONLY | O_CLOEXEC));
     if (!source) {
@@ -376,14 +374,19 @@ int main(int argc, char** argv) {
     copy.wait_for_notifications();
     if (!copied || !copy.sync()) {
         copy.abandon();
-        ::unlink(settings.destination.c_str());  // no half copy that looks like a copy
+        // No half copy that looks like a copy.
+        if (::unlink(settings.destination.c_str()) == -1) {
+            report_failure("unlink " + settings.destination, errno);
+            return 1;
+        }
         std::fprintf(stderr, "%s: the copy failed; %s removed\n", program_name(), settings.destination.c_str());
         return 1;
     }
+    const Copy::Counters& counts = copy.counters;
     std::printf("%s: %lld bytes copied from %s to %s: %llu reads and %llu writes in %llu lio_listio calls, at most %u "
                 "in flight (depth %u), completions by %s, aio_fsync done\n",
                 program_name(), static_cast<long long>(source_info.st_size), settings.source.c_str(),
-                settings.destination.c_str(), copy.reads, copy.writes, copy.batches, copy.most_in_flight,
+                settings.destination.c_str(), counts.reads, counts.writes, counts.batches, counts.most_in_flight,
                 settings.depth, settings.notify_thread ? "SIGEV_THREAD" : "aio_suspend");
     return 0;
 }

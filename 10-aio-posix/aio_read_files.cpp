@@ -1,48 +1,32 @@
 // 10-aio-posix/aio_read_files.cpp: one POSIX AIO read per file, completion
 // by signal, cancellation on SIGQUIT (document 000 §5.2.2's example, which
-// is aio(7)'s, done right).
+// is aio(7)'s, done right: see the README).
 //
-//   aio_read(&request)   queues the read and returns at once
-//   aio_error(&request)  EINPROGRESS while it runs; then 0 or the errno
-//   aio_return(&request) the read's result (bytes), once, when it is done
-//   aio_cancel(fd, &request)  AIO_CANCELED (it had not started),
-//                        AIO_NOTCANCELED (it is running: glibc cannot stop
-//                        a read already inside the kernel), AIO_ALLDONE
+// aio_read() queues each read and returns at once; its completion sends
+// SIGUSR1 (SIGEV_SIGNAL), whose handler only counts. main sleeps in
+// sigsuspend() and after each wake-up asks aio_error() about every request
+// still in progress; aio_return() gives a finished one's result. SIGQUIT
+// asks aio_cancel() to cancel the rest. --threads N sizes glibc's pool of
+// helper threads (aio_init), which run the reads.
 //
-// Each request is SIGEV_SIGNAL: its completion sends SIGUSR1. The handler
-// only counts (printf is not async-signal-safe; the example's write() in a
-// handler is, but it is all a handler should do). The main loop sleeps in
-// sigsuspend() with the signals unblocked, and after each wake-up asks
-// aio_error() about every request still in progress. (The example woke
-// every 3 seconds with sleep() to look: a poll, not a wait.)
-//
-// glibc does this with threads: each request is a pread() run by a helper
-// thread (strace -f shows them). --threads N sets their number with
-// aio_init (glibc's default is 20); with --threads 1 only one read runs at
-// a time and the others wait in glibc's queue, so that aio_cancel can
-// cancel them.
-//
-// usage: aio_read_files FILE... [--threads N]
-//   send SIGQUIT (Ctrl-\) to cancel what is still in progress
+// usage: aio_read_files FILE... [--threads N]   (SIGQUIT, Ctrl-\, cancels what is still in progress)
 //
 // strace: strace -f -e trace=openat,pread64,rt_sigsuspend,clone3 ./build/10-aio-posix/aio_read_files a b
 //   clone3 for the helper threads, one pread64 per file in a thread, the
 //   main thread's rt_sigsuspend returning after "--- SIGUSR1 {si_code=SI_ASYNCIO} ---".
+//
+// Read `main`'s loop first; the functions above it are its steps.
 
 #include <aio.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <charconv>
 #include <cstdio>
 #include <memory>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
 
 #include "common/errors.hpp"
@@ -53,7 +37,9 @@ using namespace iomodels;
 
 namespace {
 
-volatile sig_atomic_t completion_signals = 0;  // the handlers' only state
+// The handlers' only state. volatile sig_atomic_t is enough: they run only
+// in the main thread, inside sigsuspend (glibc's helpers block every signal).
+volatile sig_atomic_t completion_signals = 0;
 volatile sig_atomic_t quit_requested = 0;
 
 void on_completion(int) { completion_signals = completion_signals + 1; }
@@ -126,6 +112,63 @@ int collect(std::vector<std::unique_ptr<Request>>& requests) {
     return in_progress;
 }
 
+// Blocks SIGUSR1 and SIGQUIT, installs their handlers, and fills
+// `while_waiting` with the mask for sigsuspend: the same, with both
+// unblocked. Blocked except inside sigsuspend(), a completion cannot slip
+// in between "anything left?" and the wait. False (reported): a call failed.
+bool install_handlers(sigset_t& while_waiting) {
+    sigset_t blocked;
+    ::sigemptyset(&blocked);
+    ::sigaddset(&blocked, SIGUSR1);
+    ::sigaddset(&blocked, SIGQUIT);
+    if (::sigprocmask(SIG_BLOCK, &blocked, &while_waiting) == -1) {
+        report_failure("sigprocmask SIG_BLOCK SIGUSR1 SIGQUIT", errno);
+        return false;
+    }
+    ::sigdelset(&while_waiting, SIGUSR1);
+    ::sigdelset(&while_waiting, SIGQUIT);
+    struct sigaction action {};
+    ::sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    action.sa_handler = on_completion;
+    if (::sigaction(SIGUSR1, &action, nullptr) == -1) {
+        report_failure("sigaction SIGUSR1", errno);
+        return false;
+    }
+    action.sa_handler = on_quit;
+    if (::sigaction(SIGQUIT, &action, nullptr) == -1) {
+        report_failure("sigaction SIGQUIT", errno);
+        return false;
+    }
+    return true;
+}
+
+// Opens `path` and queues one aio_read of its first bytes, SIGEV_SIGNAL.
+// nullptr (reported): open or aio_read failed.
+std::unique_ptr<Request> queue_read(const std::string& path) {
+    auto request = std::make_unique<Request>();
+    request->path = path;
+    request->fd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!request->fd) {
+        report_failure("open " + path, errno);
+        return nullptr;
+    }
+    aiocb& control = request->control;
+    control.aio_fildes = request->fd.get();
+    control.aio_buf = request->buffer.data();
+    control.aio_nbytes = request->buffer.size();
+    control.aio_offset = 0;
+    control.aio_sigevent.sigev_notify = SIGEV_SIGNAL;  // at completion: SIGUSR1
+    control.aio_sigevent.sigev_signo = SIGUSR1;
+    control.aio_sigevent.sigev_value.sival_ptr = request.get();
+    if (::aio_read(&control) == -1) {
+        report_failure("aio_read " + path, errno);  // EAGAIN: glibc's queue is full
+        return nullptr;
+    }
+    std::printf("%s: aio_read queued on fd %d\n", path.c_str(), request->fd.get());
+    return request;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -134,11 +177,7 @@ int main(int argc, char** argv) {
     const CommandLine command{
         "FILE... [--threads N]",
         "Reads the first 4096 bytes of each FILE with one POSIX AIO request each; SIGQUIT cancels what is left.",
-        {{"--threads", "N", "glibc's AIO threads (aio_init; glibc's default is 20)",
-          [&threads](std::string_view value) {
-              const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), threads);
-              return error == std::errc{} && end == value.data() + value.size() && threads >= 1 && threads <= 1000;
-          }}},
+        {{"--threads", "N", "glibc's AIO threads (aio_init; glibc's default is 20)", number(threads, 1, 1000)}},
         [&paths](std::string_view operand) {
             paths.emplace_back(operand);
             return !operand.empty();
@@ -156,52 +195,21 @@ int main(int argc, char** argv) {
         settings.aio_threads = threads;
         settings.aio_num = static_cast<int>(paths.size());
         settings.aio_idle_time = 1;
-        ::aio_init(&settings);  // glibc only; before the first request
+        ::aio_init(&settings);  // glibc only, returns nothing; before the first request
     }
-
-    // The signals are blocked except inside sigsuspend(): a completion can
-    // then not slip in between "anything left?" and the wait.
-    sigset_t blocked, while_waiting;
-    ::sigemptyset(&blocked);
-    ::sigaddset(&blocked, SIGUSR1);
-    ::sigaddset(&blocked, SIGQUIT);
-    ::sigprocmask(SIG_BLOCK, &blocked, &while_waiting);
-    ::sigdelset(&while_waiting, SIGUSR1);
-    ::sigdelset(&while_waiting, SIGQUIT);
-    struct sigaction action {};
-    ::sigemptyset(&action.sa_mask);
-    action.sa_flags = SA_RESTART;
-    action.sa_handler = on_completion;
-    ::sigaction(SIGUSR1, &action, nullptr);
-    action.sa_handler = on_quit;
-    ::sigaction(SIGQUIT, &action, nullptr);
+    sigset_t while_waiting;
+    if (!install_handlers(while_waiting)) {
+        return 1;
+    }
 
     std::vector<std::unique_ptr<Request>> requests;
     int status = 0;
     for (const std::string& path : paths) {
-        auto request = std::make_unique<Request>();
-        request->path = path;
-        request->fd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-        if (!request->fd) {
-            report_failure("open " + path, errno);
-            status = 1;
-            continue;
+        if (auto request = queue_read(path)) {
+            requests.push_back(std::move(request));
+        } else {
+            status = 1;  // reported; the other files are read all the same
         }
-        aiocb& control = request->control;
-        control.aio_fildes = request->fd.get();
-        control.aio_buf = request->buffer.data();
-        control.aio_nbytes = request->buffer.size();
-        control.aio_offset = 0;
-        control.aio_sigevent.sigev_notify = SIGEV_SIGNAL;  // at completion: SIGUSR1
-        control.aio_sigevent.sigev_signo = SIGUSR1;
-        control.aio_sigevent.sigev_value.sival_ptr = request.get();
-        if (::aio_read(&control) == -1) {
-            report_failure("aio_read " + path, errno);  // EAGAIN: glibc's queue is full
-            status = 1;
-            continue;
-        }
-        std::printf("%s: aio_read queued on fd %d\n", path.c_str(), request->fd.get());
-        requests.push_back(std::move(request));
     }
     std::fflush(stdout);
 
@@ -219,7 +227,9 @@ int main(int argc, char** argv) {
             std::fflush(stdout);
             continue;  // look again: cancelled requests are done now
         }
-        ::sigsuspend(&while_waiting);  // sleeps until SIGUSR1 or SIGQUIT; their handlers have run
+        // Sleeps until SIGUSR1 or SIGQUIT, whose handlers have run when it
+        // returns (always -1, EINTR: nothing else to check).
+        ::sigsuspend(&while_waiting);
     }
     const int handled = completion_signals;
     std::printf("%zu requests done; the completion signal's handler ran %d time%s (a completion already seen "

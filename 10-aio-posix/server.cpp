@@ -1,35 +1,19 @@
-// 10-aio-posix/server.cpp: an echo server on POSIX AIO with SIGEV_THREAD
-// completions (document 004's server_aio.c, done right).
-//
-// Each connection lives as a chain of requests: aio_read() into its
-// buffer; when that completes, aio_write() of exactly the bytes read (and
-// of the rest, after a short write); when that completes, the next
-// aio_read(); at end of file, the connection is closed. Completions arrive
-// as SIGEV_THREAD notifications: glibc calls our function in a thread of
-// its own, which checks aio_error()/aio_return() and queues the next
-// request. The main thread only accepts.
-//
-// What server_aio.c got wrong, and this server does not:
-// - its aiocb was a local variable of the accept loop, reused by the next
-//   client while the request was still in flight; here each connection's
-//   state (aiocb, buffer, counts) is on the heap and lives until its last
-//   request is over;
-// - it wrote back strlen() of the buffer, not the bytes read.
-//
-// What POSIX AIO on a socket really is (compare 09-aio-kernel): glibc runs
-// each request as an ordinary blocking call in a helper thread. pread() on
-// a socket fails with ESPIPE, and glibc then calls read() (strace -f shows
-// both). A read on an idle connection blocks its thread for as long as the
-// client is silent. glibc starts at most 20 such threads unless told
-// otherwise: the 21st idle connection's read waits for a free thread, and
-// that client is not served at all. aio_init() sets the number (--threads),
-// and the server refuses a connection when that many are open.
+// 10-aio-posix/server.cpp: an echo server on POSIX AIO (document 004's
+// server_aio.c, done right: the README says what it got wrong). Each
+// connection is a chain of requests on one aiocb: aio_read, then aio_write
+// of exactly the bytes read, then the next aio_read. Completions are
+// SIGEV_THREAD: glibc calls on_read_done or on_write_done in a thread of its
+// own, which queues the next request. The main thread only accepts. glibc
+// runs each request as a blocking read() or write() in a helper thread;
+// --threads sizes that pool (aio_init), and a connection beyond it is refused.
 //
 // usage: server [PORT] [--host ADDR] [--quiet] [--threads N]   (PORT 8010; 0: any free port)
 //
 // strace: strace -f -e trace=accept4,pread64,read,write,clone3 ./build/10-aio-posix/server 0
 //   the main thread's accept4; in a helper thread pread64(...) = -1 ESPIPE then
 //   read(...) that blocks until the client sends; clone3 for notification threads.
+//
+// Read `main`'s loop first; the functions above it are its steps.
 
 #include <aio.h>
 #include <errno.h>
@@ -38,15 +22,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
-#include <charconv>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <string_view>
-#include <system_error>
 #include <unordered_map>
 #include <vector>
 
@@ -74,13 +56,26 @@ struct Connection {
     std::uint64_t echoed = 0;
 };
 
+// What the summary and status lines count.
+struct Counters {
+    std::atomic<std::uint64_t> accepted{0}, bytes_echoed{0}, reads{0}, writes{0};  // from any thread
+    std::uint64_t refused = 0;                                                       // main thread only
+
+    [[nodiscard]] std::array<Count, 5> list() const {
+        return {{{accepted.load(), "connections"},
+                 {bytes_echoed.load(), "bytes echoed"},
+                 {reads.load(), "aio_read calls"},
+                 {writes.load(), "aio_write calls"},
+                 {refused, "refused connections"}}};
+    }
+};
+
 struct Server {
     const EventLog& log;
-    std::mutex mutex;                    // guards `connections`
-    std::condition_variable all_closed;  // signalled when `connections` becomes empty
-    std::unordered_map<Connection*, std::unique_ptr<Connection>> connections;
-    std::atomic<std::uint64_t> accepted{0}, bytes_echoed{0}, reads{0}, writes{0};
-    std::uint64_t refused = 0;  // main thread only
+    std::mutex mutex{};                    // guards `connections`
+    std::condition_variable all_closed{};  // signalled when `connections` becomes empty
+    std::unordered_map<Connection*, std::unique_ptr<Connection>> connections{};
+    Counters counters{};
 };
 
 void on_read_done(sigval value);
@@ -107,14 +102,14 @@ bool queue(Connection& connection, bool write) {
     if (write) {
         request.aio_buf = connection.buffer.data() + connection.written;
         request.aio_nbytes = connection.to_write - connection.written;  // exactly the bytes read, not strlen
-        ++connection.server->writes;
+        ++connection.server->counters.writes;
         if (::aio_write(&request) == 0) {
             return true;
         }
     } else {
         request.aio_buf = connection.buffer.data();
         request.aio_nbytes = connection.buffer.size();
-        ++connection.server->reads;
+        ++connection.server->counters.reads;
         if (::aio_read(&request) == 0) {
             return true;
         }
@@ -145,7 +140,8 @@ void on_read_done(sigval value) {
     const ssize_t result = ::aio_return(connection.request.get());  // once per request
     if (error != 0 || result <= 0) {
         if (error != 0 && error != ECANCELED) {
-            connection.server->log("read from %s: %s", connection.peer.c_str(), describe_failure("aio_read", error).c_str());
+            connection.server->log("read from %s: %s", connection.peer.c_str(),
+                                   describe_failure("aio_read", error).c_str());
         } else if (result == 0) {
             connection.server->log("end of file from %s", connection.peer.c_str());
         }
@@ -166,18 +162,70 @@ void on_write_done(sigval value) {
     const int error = ::aio_error(connection.request.get());
     const ssize_t result = ::aio_return(connection.request.get());
     if (error != 0) {
-        // EPIPE, ECONNRESET: the peer is gone (SIGPIPE is ignored, see main).
-        connection.server->log("write to %s: %s", connection.peer.c_str(), describe_failure("aio_write", error).c_str());
+        // EPIPE, ECONNRESET: the peer is gone (SIGPIPE is ignored, see start_helper_threads).
+        connection.server->log("write to %s: %s", connection.peer.c_str(),
+                               describe_failure("aio_write", error).c_str());
         finish(connection);
         return;
     }
     connection.written += static_cast<std::size_t>(result);
     connection.echoed += static_cast<std::uint64_t>(result);
-    connection.server->bytes_echoed += static_cast<std::uint64_t>(result);
+    connection.server->counters.bytes_echoed += static_cast<std::uint64_t>(result);
     // A short write: the rest. All written: the next read.
     if (!queue(connection, connection.written < connection.to_write)) {
         finish(connection);
     }
+}
+
+// Sizes glibc's pool before the first request, and ignores SIGPIPE.
+// False (reported): signal() failed.
+bool start_helper_threads(int threads) {
+    // glibc runs each request in one of its threads, and an idle
+    // connection's read holds its thread: as many threads as connections to
+    // serve at once (glibc's default is 20). Idle threads exit after 1 s.
+    aioinit settings{};
+    settings.aio_threads = threads;
+    settings.aio_num = threads;
+    settings.aio_idle_time = 1;
+    ::aio_init(&settings);  // void: nothing to check
+    // glibc writes to a socket with write(), in a helper thread that blocks
+    // every signal, so a peer that has gone gives EPIPE and the SIGPIPE
+    // stays pending there. Ignored anyway: nothing in this process should
+    // depend on which thread happens to write.
+    if (::signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+        report_failure("signal SIGPIPE SIG_IGN", errno);
+        return false;
+    }
+    return true;
+}
+
+// A connection just accepted: its state on the heap, and its first aio_read.
+void add_connection(Server& server, unique_fd fd, const sockaddr_in& peer) {
+    server.log("accepted %s on fd %d", format_address(peer).c_str(), fd.get());
+    auto connection = std::make_unique<Connection>();
+    connection->server = &server;
+    connection->fd = std::move(fd);
+    connection->peer = format_address(peer);
+    Connection& added = *connection;
+    {
+        const std::lock_guard lock(server.mutex);
+        server.connections.emplace(&added, std::move(connection));
+    }
+    if (!queue(added, false)) {
+        finish(added);
+    }
+}
+
+// Stop: a read blocked in a glibc thread cannot be cancelled (aio_cancel
+// answers AIO_NOTCANCELED), but shutting the socket down ends it: read()
+// returns 0, and the connection finishes as at end of file. Returns when
+// every connection has finished.
+void close_all_connections(Server& server) {
+    std::unique_lock lock(server.mutex);
+    for (const auto& [address, connection] : server.connections) {
+        ::shutdown(connection->fd.get(), SHUT_RDWR);
+    }
+    server.all_closed.wait(lock, [&server] { return server.connections.empty(); });
 }
 
 }  // namespace
@@ -186,26 +234,13 @@ int main(int argc, char** argv) {
     int threads = 1024;
     const ServerOptions options = parse_server_options_or_exit(
         argc, argv, "echo server on POSIX AIO: aio_read, aio_write, SIGEV_THREAD completions.", 8010,
-        {{"--threads", "N", "glibc's AIO threads, the most connections served at once; more are refused (aio_init; default 1024)",
-          [&threads](std::string_view value) {
-              const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), threads);
-              return error == std::errc{} && end == value.data() + value.size() && threads >= 1 && threads <= 16384;
-          }}});
+        {{"--threads", "N",
+          "glibc's AIO threads, the most connections served at once; more are refused (aio_init; default 1024)",
+          number(threads, 1, 16384)}});
     const EventLog log(options.quiet);
-
-    // glibc runs each request in one of its threads, and an idle
-    // connection's read holds its thread: as many threads as connections to
-    // serve at once (glibc's default is 20). Idle threads exit after 1 s.
-    aioinit settings{};
-    settings.aio_threads = threads;
-    settings.aio_num = threads;
-    settings.aio_idle_time = 1;
-    ::aio_init(&settings);
-    // glibc writes to a socket with write(), in a helper thread that blocks
-    // every signal, so a peer that has gone gives EPIPE and the SIGPIPE
-    // stays pending there. Ignored anyway: nothing in this process should
-    // depend on which thread happens to write.
-    ::signal(SIGPIPE, SIG_IGN);
+    if (!start_helper_threads(threads)) {
+        return 1;
+    }
 
     const unique_fd listen_fd = listen_tcp(options.host, options.port, SOCK_CLOEXEC);
     if (!listen_fd) {
@@ -222,17 +257,10 @@ int main(int argc, char** argv) {
         return 1;
     }
 
-    Server server{log, {}, {}, {}, {}, {}, {}, {}};
-    const auto print_counts = [&](void (*print)(std::initializer_list<Count>)) {
-        print({{server.accepted.load(), "connections"},
-               {server.bytes_echoed.load(), "bytes echoed"},
-               {server.reads.load(), "aio_read calls"},
-               {server.writes.load(), "aio_write calls"},
-               {server.refused, "refused connections"}});
-    };
+    Server server{.log = log};
     while (!stop_requested()) {
         if (status_requested()) {
-            print_counts(print_status);
+            print_status(server.counters.list());
         }
         sockaddr_in peer{};
         socklen_t peer_length = sizeof peer;
@@ -241,12 +269,14 @@ int main(int argc, char** argv) {
             fd = reserve.accept_or_refuse(listen_fd.get(), peer, log);
         }
         if (!fd) {
-            if (errno != EINTR && errno != EINVAL && errno != ECONNABORTED && errno != EMFILE && errno != ENFILE) {
+            // EINVAL: a stop signal shut the listening socket down. EMFILE,
+            // ENFILE: the reserve refused the client and logged it.
+            if (!accept_failed_harmlessly(errno) && errno != EINVAL && errno != EMFILE && errno != ENFILE) {
                 log("%s", describe_failure("accept", errno).c_str());
             }
             continue;  // EINTR/EINVAL: a stop signal or SIGUSR1; the loop looks at both flags
         }
-        ++server.accepted;
+        ++server.counters.accepted;
         // Each connection's request holds one of glibc's threads, for as
         // long as its client is silent. With every thread held, the next
         // connection's aio_read would wait in glibc's queue and its client
@@ -258,36 +288,15 @@ int main(int argc, char** argv) {
             open_connections = server.connections.size();
         }
         if (open_connections >= static_cast<std::size_t>(threads)) {
-            ++server.refused;
+            ++server.counters.refused;
             log("refused %s: %zu connections hold all %d AIO threads (--threads)", format_address(peer).c_str(),
                 open_connections, threads);
             continue;  // `fd` closes here
         }
-        log("accepted %s on fd %d", format_address(peer).c_str(), fd.get());
-        auto connection = std::make_unique<Connection>();
-        connection->server = &server;
-        connection->fd = std::move(fd);
-        connection->peer = format_address(peer);
-        Connection& added = *connection;
-        {
-            const std::lock_guard lock(server.mutex);
-            server.connections.emplace(&added, std::move(connection));
-        }
-        if (!queue(added, false)) {
-            finish(added);
-        }
+        add_connection(server, std::move(fd), peer);
     }
 
-    // Stop: a read blocked in a glibc thread cannot be cancelled
-    // (aio_cancel answers AIO_NOTCANCELED), but shutting the socket down
-    // ends it: read() returns 0, and the connection finishes as at end of file.
-    {
-        std::unique_lock lock(server.mutex);
-        for (const auto& [address, connection] : server.connections) {
-            ::shutdown(connection->fd.get(), SHUT_RDWR);
-        }
-        server.all_closed.wait(lock, [&server] { return server.connections.empty(); });
-    }
-    print_counts(print_summary);
+    close_all_connections(server);
+    print_summary(server.counters.list());
     return 0;
 }
