@@ -49,7 +49,8 @@ ParseStatus parse_command_line(const CommandLine& command, std::span<char* const
                 }
             } else if (!value_given) {
                 if (i + 1 == args.size()) {
-                    error = "option '" + std::string(name) + "' needs a value (" + std::string(option->value_name) + ")";
+                    const std::string value_name(option->value_name);
+                    error = "option '" + std::string(name) + "' needs a value (" + value_name + ")";
                     return ParseStatus::error;
                 }
                 value = args[++i];
