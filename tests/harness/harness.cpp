@@ -303,6 +303,44 @@ Completed run(const std::vector<std::string>& argv, const StartOptions& options,
 
 // ---- servers -------------------------------------------------------------
 
+namespace {
+
+// The ready line "listening on [udp ]127.0.0.1:PORT" of a just started
+// server, REQUIREd within 10 s.
+std::pair<std::uint16_t, std::string> read_ready_line(Process& process, const std::string& path) {
+    const auto line = process.read_stdout_line(10s);
+    INFO("server: " << path << "\nstderr:\n" << process.stderr_text());
+    REQUIRE(line.has_value());  // the ready line came within 10 s
+    const std::string prefix =
+        line->rfind("listening on udp ", 0) == 0 ? "listening on udp 127.0.0.1:" : "listening on 127.0.0.1:";
+    REQUIRE(line->rfind(prefix, 0) == 0);
+    const auto port = iomodels::parse_port(std::string_view(*line).substr(prefix.size()));
+    REQUIRE(port.has_value());
+    REQUIRE(*port != 0);
+    return {*port, *line};
+}
+
+// A port nothing listens on now: the kernel's choice for port 0, released.
+std::uint16_t free_port() {
+    const unique_fd probe = iomodels::listen_tcp("127.0.0.1", 0, SOCK_CLOEXEC);
+    REQUIRE(probe.valid());
+    const auto address = iomodels::local_address(probe.get());
+    REQUIRE(address.has_value());
+    return ntohs(address->sin_port);
+}
+
+// True if a connection to 127.0.0.1:port is accepted (and closes it).
+bool connects(std::uint16_t port) {
+    const unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return fd.valid() && ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0;
+}
+
+}  // namespace
+
 Server start_server(const std::string& path, const std::vector<std::string>& args, const StartOptions& options,
                     const std::vector<std::string>& wrapper) {
     std::vector<std::string> argv = wrapper;
@@ -310,17 +348,33 @@ Server start_server(const std::string& path, const std::vector<std::string>& arg
     argv.push_back("0");
     argv.insert(argv.end(), args.begin(), args.end());
     Process process = Process::start(argv, options);
-    const auto line = process.read_stdout_line(10s);
-    INFO("server: " << path << "\nstderr:\n" << process.stderr_text());
-    REQUIRE(line.has_value());  // the ready line came within 10 s
-    // "listening on 127.0.0.1:PORT", or "listening on udp 127.0.0.1:PORT"
-    const std::string prefix =
-        line->rfind("listening on udp ", 0) == 0 ? "listening on udp 127.0.0.1:" : "listening on 127.0.0.1:";
-    REQUIRE(line->rfind(prefix, 0) == 0);
-    const auto port = iomodels::parse_port(std::string_view(*line).substr(prefix.size()));
-    REQUIRE(port.has_value());
-    REQUIRE(*port != 0);
-    return Server{std::move(process), *port, *line};
+    auto [port, line] = read_ready_line(process, path);
+    return Server{std::move(process), port, line};
+}
+
+Server start_command(std::vector<std::string> argv, const StartOptions& options) {
+    REQUIRE_FALSE(argv.empty());
+    std::uint16_t port = 0;
+    for (std::string& arg : argv) {
+        for (std::size_t at; (at = arg.find("{port}")) != std::string::npos;) {
+            port = port != 0 ? port : free_port();
+            arg.replace(at, 6, std::to_string(port));
+        }
+    }
+    Process process = Process::start(argv, options);
+    if (port == 0) {
+        auto [ready_port, line] = read_ready_line(process, argv[0]);
+        return Server{std::move(process), ready_port, line};
+    }
+    const bool accepted = eventually(
+        [&] {
+            return !process.wait(0ms).has_value() && connects(port);
+        },
+        10s);
+    INFO("server: " << argv[0] << " on port " << port << "\nstderr:\n" << process.stderr_text());
+    REQUIRE(process.running());  // it did not end (a wrong command, a port in use)
+    REQUIRE(accepted);           // it accepted a connection on 127.0.0.1:{port} within 10 s
+    return Server{std::move(process), port, ""};
 }
 
 std::string stop_server(Server& server) {

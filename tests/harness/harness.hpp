@@ -112,6 +112,13 @@ struct Server {
 Server start_server(const std::string& path, const std::vector<std::string>& args = {},
                     const StartOptions& options = {}, const std::vector<std::string>& wrapper = {});
 
+// Starts `argv` as it is, for a server that need not keep CONTRACT.md (a
+// student's, in any language; the grader's core level). Every "{port}" in it
+// becomes a free port, and the server is connected to until it accepts
+// (REQUIREd within 10 s; the probe connection is closed at once). Without
+// "{port}", its ready line is read as start_server() reads it.
+Server start_command(std::vector<std::string> argv, const StartOptions& options = {});
+
 // SIGTERM, then REQUIREs exit 0 within the deadline and a summary line on
 // stderr; returns that summary line.
 std::string stop_server(Server& server);

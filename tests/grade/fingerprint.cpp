@@ -1,0 +1,420 @@
+#include "grade/fingerprint.hpp"
+
+#include <signal.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <sstream>
+
+#include "catch.hpp"
+#include "harness/harness.hpp"
+
+using namespace harness;
+
+namespace grade {
+
+namespace {
+
+bool contains(std::string_view text, std::string_view part) { return text.find(part) != std::string_view::npos; }
+
+// The first argument of a call, as strace prints it: "5" of "5, ...".
+std::string first_argument(const Syscall& call) { return call.args.substr(0, call.args.find(',')); }
+
+// The descriptor an epoll_ctl adds, changes or removes: "6" of
+// "4, EPOLL_CTL_ADD, 6, {events=..., data=...}".
+std::string epoll_ctl_descriptor(const Syscall& call) {
+    const std::size_t first = call.args.find(", ");
+    const std::size_t second = call.args.find(", ", first + 2);
+    return call.args.substr(second + 2, call.args.find(',', second + 2) - second - 2);
+}
+
+// "recvfrom(5, "one", 65536, 0, NULL, NULL) = 3", cut to a readable length.
+std::string shown(const Syscall& call) {
+    const std::string args = call.args.size() > 70 ? call.args.substr(0, 70) + "..." : call.args;
+    return call.name + "(" + args + ") = " + call.result;
+}
+
+bool is_client(const Session& session, const Syscall& call) {
+    return session.clients.count(first_argument(call)) != 0;
+}
+
+bool is_read(const Syscall& call) {
+    return call.name == "read" || call.name == "recvfrom" || call.name == "recvmsg" || call.name == "readv";
+}
+
+bool is_accept(const Syscall& call) { return call.name == "accept" || call.name == "accept4"; }
+
+int count_named(const Session& session, std::initializer_list<std::string_view> names) {
+    return static_cast<int>(std::count_if(session.trace.calls.begin(), session.trace.calls.end(), [&](const Syscall& c) {
+        return std::find(names.begin(), names.end(), c.name) != names.end();
+    }));
+}
+
+// True if a client socket was made non-blocking: accept4 with SOCK_NONBLOCK,
+// fcntl F_SETFL with O_NONBLOCK, or ioctl FIONBIO.
+bool made_nonblocking(const Session& session, const std::string& fd) {
+    return std::any_of(session.trace.calls.begin(), session.trace.calls.end(), [&](const Syscall& call) {
+        return (call.name == "accept4" && std::to_string(call.value()) == fd && contains(call.args, "SOCK_NONBLOCK")) ||
+               (first_argument(call) == fd &&
+                ((call.name == "fcntl" && contains(call.args, "F_SETFL") && contains(call.args, "O_NONBLOCK")) ||
+                 (call.name == "ioctl" && contains(call.args, "FIONBIO"))));
+    });
+}
+
+// Processes created (fork, or clone without CLONE_THREAD), threads created
+// (clone or clone3 with CLONE_THREAD).
+int processes_created(const Session& session) {
+    return static_cast<int>(std::count_if(session.trace.calls.begin(), session.trace.calls.end(), [](const Syscall& c) {
+        const bool creates = c.name == "fork" || c.name == "vfork" || c.name == "clone" || c.name == "clone3";
+        return creates && c.value() > 0 && !contains(c.args, "CLONE_THREAD");
+    }));
+}
+
+int threads_created(const Session& session) {
+    return static_cast<int>(std::count_if(session.trace.calls.begin(), session.trace.calls.end(), [](const Syscall& c) {
+        return (c.name == "clone" || c.name == "clone3") && c.value() > 0 && contains(c.args, "CLONE_THREAD");
+    }));
+}
+
+// True if this epoll wait may sleep: any timeout but 0. (A server that has
+// work of its own left, such as 06's still_readable queue, looks for new
+// events with timeout 0 and goes on reading.)
+bool epoll_wait_may_sleep(const Syscall& call) {
+    if (call.name == "epoll_wait") {
+        return call.args.substr(call.args.rfind(", ") + 2) != "0";
+    }
+    if (call.name == "epoll_pwait") {  // epfd, events, maxevents, timeout, sigmask, sigsetsize
+        std::string rest = call.args.substr(0, call.args.rfind(", "));
+        rest = rest.substr(0, rest.rfind(", "));
+        return rest.substr(rest.rfind(", ") + 2) != "0";
+    }
+    return call.name == "epoll_pwait2" && !contains(call.args, "{tv_sec=0, tv_nsec=0}");
+}
+
+Findings at_least(int count, int wanted, const std::string& what) {
+    if (count >= wanted) {
+        return {};
+    }
+    return {what + ": " + std::to_string(count) + ", expected at least " + std::to_string(wanted)};
+}
+
+Findings operator+(Findings first, const Findings& second) {
+    first.insert(first.end(), second.begin(), second.end());
+    return first;
+}
+
+}  // namespace
+
+Session traced_session(const conformance::ServerUnderTest& server, const std::string& keep_trace_in) {
+    skip_unless_strace_available();
+    TraceFile trace_file("fingerprint");
+    std::vector<std::string> argv = strace_command(trace_file.path(), "all");
+    argv.push_back(server.path);
+    if (server.contract) {
+        argv.push_back("0");
+        argv.push_back("--quiet");
+    }
+    argv.insert(argv.end(), server.options.begin(), server.options.end());
+    Server running = start_command(argv);
+
+    Session session;
+    const auto check = [&](const Exchange& echo, std::string_view expected, bool half_closed) {
+        session.wrong_echoes += echo.received != expected || (half_closed && !echo.eof);
+    };
+    const auto talk = [&](int fd, const std::string& message) {
+        check(exchange(fd, message, {}, false, 3s), message, false);
+    };
+    if (server.model == conformance::Model::one_at_a_time) {
+        for (int i = 0; i < 2; ++i) {
+            unique_fd client = connect_to(running.port);
+            for (const char* message : {"one", "two", "three"}) {
+                talk(client.get(), message);
+            }
+            check(exchange(client.get(), "", {}, true, 3s), "", true);
+        }
+    } else {
+        unique_fd first = connect_to(running.port);
+        unique_fd second = connect_to(running.port);
+        for (const char* message : {"one", "two", "three"}) {
+            talk(first.get(), message);
+            talk(second.get(), message);
+        }
+        check(exchange(first.get(), "", {}, true, 3s), "", true);
+        check(exchange(second.get(), "", {}, true, 3s), "", true);
+    }
+    const std::string payload = random_bytes(256 * 1024, server.seed + 41);
+    unique_fd big = connect_to(running.port);
+    check(exchange(big.get(), payload, random_chunks(payload.size(), 16384, server.seed + 42), true, 3s), payload,
+          true);
+    big.reset();
+
+    ::kill(traced_pid(running.process.pid()), SIGTERM);
+    REQUIRE(running.process.wait(10s).has_value());  // strace ends with the server
+
+    session.trace = Trace::read(trace_file.path());
+    for (const Syscall& call : session.trace.calls) {
+        if (is_accept(call) && call.value() >= 0) {
+            session.clients.insert(std::to_string(call.value()));
+        }
+    }
+    if (!keep_trace_in.empty()) {
+        std::error_code ignored;
+        std::filesystem::copy_file(trace_file.path(), keep_trace_in + "/strace.txt",
+                                   std::filesystem::copy_options::overwrite_existing, ignored);
+    }
+    REQUIRE_FALSE(session.clients.empty());  // it accepted the clients
+    return session;
+}
+
+// ---------------------------------------------------------------- epoll-et
+
+Findings every_epoll_ctl_of_a_client_carries_epollet(const Session& session) {
+    Findings found;
+    int client_adds = 0;
+    for (const Syscall& call : session.trace.calls_named("epoll_ctl")) {
+        if (session.clients.count(epoll_ctl_descriptor(call)) == 0 || contains(call.args, "EPOLL_CTL_DEL")) {
+            continue;
+        }
+        client_adds += contains(call.args, "EPOLL_CTL_ADD");
+        if (!contains(call.args, "EPOLLET")) {
+            found.push_back(shown(call) + ": no EPOLLET");
+        }
+    }
+    return found + at_least(client_adds, 3, "EPOLL_CTL_ADD of a client socket");
+}
+
+Findings client_sockets_nonblocking_before_reading(const Session& session) {
+    Findings found;
+    for (const std::string& fd : session.clients) {
+        if (!made_nonblocking(session, fd)) {
+            found.push_back("client socket " + fd + ": never made non-blocking (accept4 SOCK_NONBLOCK, or O_NONBLOCK)");
+        }
+    }
+    return found;
+}
+
+Findings reads_until_eagain_before_sleeping(const Session& session) {
+    Findings found;
+    std::map<std::string, Syscall> last_read;  // socket -> its last read since the last wait that may sleep
+    int runs = 0;
+    const auto end_runs = [&](const Syscall* wait) {
+        for (const auto& [fd, call] : last_read) {
+            ++runs;
+            if (call.error() != "EAGAIN" && call.value() != 0) {
+                found.push_back(shown(call) + ", then " + (wait != nullptr ? shown(*wait) : "the end") +
+                                " without reading fd " + fd + " until EAGAIN");
+            }
+        }
+        last_read.clear();
+    };
+    for (const Syscall& call : session.trace.calls) {
+        if (epoll_wait_may_sleep(call)) {
+            end_runs(&call);
+        } else if (is_read(call) && is_client(session, call)) {
+            last_read[first_argument(call)] = call;
+        }
+    }
+    end_runs(nullptr);
+    return found + at_least(runs, 3, "runs of reads on client sockets");
+}
+
+// ---------------------------------------------------------------- epoll-lt
+
+Findings waits_in_epoll_level_triggered(const Session& session) {
+    Findings found = at_least(count_named(session, {"epoll_wait", "epoll_pwait", "epoll_pwait2"}), 3, "epoll waits");
+    int client_adds = 0;
+    for (const Syscall& call : session.trace.calls_named("epoll_ctl")) {
+        if (contains(call.args, "EPOLL_CTL_ADD") && session.clients.count(epoll_ctl_descriptor(call)) != 0) {
+            ++client_adds;
+            if (contains(call.args, "EPOLLET")) {
+                found.push_back(shown(call) + ": EPOLLET, edge-triggered");
+            }
+        }
+    }
+    return found + at_least(client_adds, 3, "EPOLL_CTL_ADD of a client socket");
+}
+
+// ---------------------------------------------------------------- select and poll
+
+Findings waits_in_select_on_the_clients(const Session& session) {
+    std::set<std::string> watched;
+    for (const Syscall& call : session.trace.calls) {
+        if (call.name == "select" || call.name == "pselect6") {
+            // "7, [3 5 6], [], NULL, NULL": the read set comes first.
+            const std::size_t open = call.args.find('['), close = call.args.find(']');
+            std::istringstream fds(call.args.substr(open + 1, close - open - 1));
+            for (std::string fd; fds >> fd;) {
+                watched.insert(fd);
+            }
+        }
+    }
+    Findings found;
+    for (const std::string& fd : session.clients) {
+        if (watched.count(fd) == 0) {
+            found.push_back("client socket " + fd + ": in no read set of a select or pselect6");
+        }
+    }
+    return found;
+}
+
+Findings waits_in_poll_on_the_clients(const Session& session) {
+    std::set<std::string> watched;
+    for (const Syscall& call : session.trace.calls) {
+        if (call.name == "poll" || call.name == "ppoll") {
+            for (std::size_t at = 0; (at = call.args.find("fd=", at)) != std::string::npos; at += 3) {
+                watched.insert(call.args.substr(at + 3, call.args.find(',', at) - at - 3));
+            }
+        }
+    }
+    Findings found;
+    for (const std::string& fd : session.clients) {
+        if (watched.count(fd) == 0) {
+            found.push_back("client socket " + fd + ": in no pollfd array of a poll or ppoll");
+        }
+    }
+    return found;
+}
+
+// ---------------------------------------------------------------- nonblocking
+
+Findings polls_nonblocking_sockets(const Session& session) {
+    // The model asks again instead of waiting to be told: its reads of
+    // client sockets say EAGAIN ("not yet"), and it never sleeps in a call
+    // that waits for readiness. (How often it asks depends on the CPU it
+    // gets, so no count of EAGAINs is a rule.)
+    int eagain = 0;
+    for (const Syscall& call : session.trace.calls) {
+        eagain += is_read(call) && is_client(session, call) && call.error() == "EAGAIN";
+    }
+    Findings found = client_sockets_nonblocking_before_reading(session) +
+                     at_least(eagain, 1, "reads of client sockets that said EAGAIN");
+    for (const Syscall& call : session.trace.calls) {
+        for (const char* wait : {"select", "pselect6", "poll", "ppoll", "epoll_wait", "epoll_pwait", "epoll_pwait2",
+                                 "rt_sigtimedwait", "io_getevents", "io_pgetevents"}) {
+            if (call.name == wait) {
+                found.push_back(shown(call) + ": a wait for readiness; this model asks again instead");
+                return found;
+            }
+        }
+    }
+    return found;
+}
+
+// ---------------------------------------------------------------- blocking: iterative, fork, thread
+
+Findings serves_one_client_at_a_time_blocking(const Session& session) {
+    Findings found;
+    for (const std::string& fd : session.clients) {
+        if (made_nonblocking(session, fd)) {
+            found.push_back("client socket " + fd + ": made non-blocking");
+        }
+    }
+    if (const int created = processes_created(session) + threads_created(session); created > 0) {
+        found.push_back(std::to_string(created) + " processes or threads created: one serves them all here");
+    }
+    return found;
+}
+
+Findings forks_a_child_per_connection(const Session& session) {
+    const int children = processes_created(session);
+    int reaped = 0;
+    for (const Syscall& call : session.trace.calls) {
+        reaped += (call.name == "wait4" || call.name == "waitid") && call.value() > 0;
+    }
+    Findings found = at_least(children, static_cast<int>(session.clients.size()), "child processes");
+    if (reaped != children) {
+        found.push_back(std::to_string(children) + " children, " + std::to_string(reaped) + " reaped (wait4, waitid)");
+    }
+    return found;
+}
+
+Findings starts_a_thread_per_connection(const Session& session) {
+    Findings found = at_least(threads_created(session), static_cast<int>(session.clients.size()), "threads created");
+    if (const int processes = processes_created(session); processes > 0) {
+        found.push_back(std::to_string(processes) + " child processes: threads serve the connections here");
+    }
+    for (const Syscall& call : session.trace.calls_named("pread64")) {
+        if (is_client(session, call)) {
+            found.push_back(shown(call) + ": pread64 on a socket is POSIX AIO's helper thread, not a thread of yours");
+            break;
+        }
+    }
+    return found;
+}
+
+// ---------------------------------------------------------------- rtsig-tcp
+
+Findings arms_every_client_for_real_time_signals(const Session& session) {
+    Findings found;
+    for (const std::string& fd : session.clients) {
+        bool owner = false, signal = false, async = false;
+        for (const Syscall& call : session.trace.calls_named("fcntl")) {
+            if (first_argument(call) == fd) {
+                owner = owner || contains(call.args, "F_SETOWN");
+                signal = signal || contains(call.args, "F_SETSIG");
+                // strace names O_ASYNC by its old name, FASYNC.
+                async = async || (contains(call.args, "F_SETFL") &&
+                                  (contains(call.args, "O_ASYNC") || contains(call.args, "FASYNC")));
+            }
+        }
+        if (!(owner && signal && async)) {
+            found.push_back("client socket " + fd + ":" + (owner ? "" : " no F_SETOWN") + (signal ? "" : " no F_SETSIG") +
+                            (async ? "" : " no O_ASYNC"));
+        }
+    }
+    return found + at_least(count_named(session, {"rt_sigtimedwait"}), 3, "rt_sigtimedwait (sigwaitinfo) calls");
+}
+
+// ---------------------------------------------------------------- aio-kernel and aio-posix
+
+Findings submits_aio_poll_requests(const Session& session) {
+    int polls = 0;
+    for (const Syscall& call : session.trace.calls_named("io_submit")) {
+        polls += contains(call.args, "IOCB_CMD_POLL");
+    }
+    return at_least(polls, 3, "io_submit calls with IOCB_CMD_POLL") +
+           at_least(count_named(session, {"io_getevents", "io_pgetevents"}), 3, "io_getevents or io_pgetevents calls");
+}
+
+Findings glibc_aio_threads_read_the_clients(const Session& session) {
+    std::set<pid_t> accepting;
+    for (const Syscall& call : session.trace.calls) {
+        if (is_accept(call) && call.value() >= 0) {
+            accepting.insert(call.pid);
+        }
+    }
+    Findings found;
+    int pread_on_sockets = 0;
+    for (const Syscall& call : session.trace.calls_named("pread64")) {
+        if (is_client(session, call) && call.error() == "ESPIPE") {
+            ++pread_on_sockets;  // aio_read tries pread first; a socket has no offset
+            if (accepting.count(call.pid) != 0) {
+                found.push_back(shown(call) + ": in the thread that accepts");
+            }
+        }
+    }
+    return found + at_least(pread_on_sockets, 3, "pread64 calls on client sockets that said ESPIPE (aio_read)");
+}
+
+const std::vector<Rule>& rules() {
+    static const std::vector<Rule> all{
+        {"epoll-et", every_epoll_ctl_of_a_client_carries_epollet},
+        {"epoll-et", client_sockets_nonblocking_before_reading},
+        {"epoll-et", reads_until_eagain_before_sleeping},
+        {"epoll-lt", waits_in_epoll_level_triggered},
+        {"select", waits_in_select_on_the_clients},
+        {"poll", waits_in_poll_on_the_clients},
+        {"nonblocking", polls_nonblocking_sockets},
+        {"blocking-iterative", serves_one_client_at_a_time_blocking},
+        {"fork", forks_a_child_per_connection},
+        {"thread", starts_a_thread_per_connection},
+        {"rtsig-tcp", arms_every_client_for_real_time_signals},
+        {"aio-kernel", submits_aio_poll_requests},
+        {"aio-posix", glibc_aio_threads_read_the_clients},
+    };
+    return all;
+}
+
+}  // namespace grade
