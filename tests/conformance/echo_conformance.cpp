@@ -49,7 +49,11 @@ Server start(const StartOptions& options = {}) {
     if (!server_under_test.contract) {
         std::vector<std::string> argv{server_under_test.path};
         argv.insert(argv.end(), server_under_test.options.begin(), server_under_test.options.end());
-        return start_command(argv, options);
+        // Its stderr goes to a temporary file: a server that floods it is
+        // stopped at 64 MiB (EFBIG, or SIGXFSZ) instead of filling /tmp.
+        StartOptions bounded = options;
+        bounded.rlimit_fsize = bounded.rlimit_fsize > 0 ? bounded.rlimit_fsize : 64LL << 20;
+        return start_command(argv, bounded);
     }
     return start_server(server_under_test.path, arguments({"--quiet"}), options);
 }

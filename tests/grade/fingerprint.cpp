@@ -36,9 +36,7 @@ std::string shown(const Syscall& call) {
     return call.name + "(" + args + ") = " + call.result;
 }
 
-bool is_client(const Session& session, const Syscall& call) {
-    return session.clients.count(first_argument(call)) != 0;
-}
+bool is_client(const Session& session, const Syscall& call) { return session.clients.count(first_argument(call)) != 0; }
 
 bool is_read(const Syscall& call) {
     return call.name == "read" || call.name == "recvfrom" || call.name == "recvmsg" || call.name == "readv";
@@ -47,9 +45,9 @@ bool is_read(const Syscall& call) {
 bool is_accept(const Syscall& call) { return call.name == "accept" || call.name == "accept4"; }
 
 int count_named(const Session& session, std::initializer_list<std::string_view> names) {
-    return static_cast<int>(std::count_if(session.trace.calls.begin(), session.trace.calls.end(), [&](const Syscall& c) {
-        return std::find(names.begin(), names.end(), c.name) != names.end();
-    }));
+    return static_cast<int>(
+        std::count_if(session.trace.calls.begin(), session.trace.calls.end(),
+                      [&](const Syscall& c) { return std::find(names.begin(), names.end(), c.name) != names.end(); }));
 }
 
 // True if a client socket was made non-blocking: accept4 with SOCK_NONBLOCK,
@@ -107,9 +105,10 @@ Findings operator+(Findings first, const Findings& second) {
 
 }  // namespace
 
-Session traced_session(const conformance::ServerUnderTest& server, const std::string& keep_trace_in) {
-    skip_unless_strace_available();
-    TraceFile trace_file("fingerprint");
+namespace {
+
+// `strace -f ... SERVER` as the conformance suite starts the server.
+std::vector<std::string> traced_command(const conformance::ServerUnderTest& server, const TraceFile& trace_file) {
     std::vector<std::string> argv = strace_command(trace_file.path(), "all");
     argv.push_back(server.path);
     if (server.contract) {
@@ -117,7 +116,28 @@ Session traced_session(const conformance::ServerUnderTest& server, const std::st
         argv.push_back("--quiet");
     }
     argv.insert(argv.end(), server.options.begin(), server.options.end());
-    Server running = start_command(argv);
+    return argv;
+}
+
+// SIGTERM to the server (strace's child), then strace ends with it; the
+// trace read, and kept in `keep_trace_in` if given.
+Trace stop_and_read(Server& running, const TraceFile& trace_file, const std::string& keep_trace_in) {
+    ::kill(traced_pid(running.process.pid()), SIGTERM);
+    REQUIRE(running.process.wait(10s).has_value());
+    if (!keep_trace_in.empty()) {
+        std::error_code ignored;
+        std::filesystem::copy_file(trace_file.path(), keep_trace_in + "/strace.txt",
+                                   std::filesystem::copy_options::overwrite_existing, ignored);
+    }
+    return Trace::read(trace_file.path());
+}
+
+}  // namespace
+
+Session traced_session(const conformance::ServerUnderTest& server, const std::string& keep_trace_in) {
+    skip_unless_strace_available();
+    TraceFile trace_file("fingerprint");
+    Server running = start_command(traced_command(server, trace_file));
 
     Session session;
     const auto check = [&](const Exchange& echo, std::string_view expected, bool half_closed) {
@@ -150,21 +170,41 @@ Session traced_session(const conformance::ServerUnderTest& server, const std::st
           true);
     big.reset();
 
-    ::kill(traced_pid(running.process.pid()), SIGTERM);
-    REQUIRE(running.process.wait(10s).has_value());  // strace ends with the server
-
-    session.trace = Trace::read(trace_file.path());
+    session.trace = stop_and_read(running, trace_file, keep_trace_in);
     for (const Syscall& call : session.trace.calls) {
         if (is_accept(call) && call.value() >= 0) {
             session.clients.insert(std::to_string(call.value()));
         }
     }
-    if (!keep_trace_in.empty()) {
-        std::error_code ignored;
-        std::filesystem::copy_file(trace_file.path(), keep_trace_in + "/strace.txt",
-                                   std::filesystem::copy_options::overwrite_existing, ignored);
-    }
     REQUIRE_FALSE(session.clients.empty());  // it accepted the clients
+    return session;
+}
+
+Session traced_udp_session(const conformance::ServerUnderTest& server, const std::string& keep_trace_in) {
+    skip_unless_strace_available();
+    TraceFile trace_file("fingerprint-udp");
+    Server running = start_udp_command(traced_command(server, trace_file));
+    Session session;
+    const unique_fd first = udp_socket_to(running.port);
+    const unique_fd second = udp_socket_to(running.port);
+    const pid_t server_pid = traced_pid(running.process.pid());
+    for (int i = 0; i < 5; ++i) {
+        const std::string datagram = "datagram " + std::to_string(i);
+        session.wrong_echoes += udp_echo(first.get(), datagram, 3s) != datagram;
+        session.wrong_echoes += udp_echo(second.get(), datagram, 3s) != datagram;
+        // Under strace the server is slow: the next datagram would always be
+        // queued before it looks again, and it would never wait. So the
+        // next pair goes once it sleeps in sigwaitinfo, or 200 ms have
+        // passed (a server that waits elsewhere is not of this model).
+        eventually([&] { return sleeping_in(server_pid, "sigtimedwait"); }, 200ms);
+    }
+    session.trace = stop_and_read(running, trace_file, keep_trace_in);
+    for (const Syscall& call : session.trace.calls_named("socket")) {
+        if (contains(call.args, "SOCK_DGRAM") && call.value() >= 0) {
+            session.clients.insert(std::to_string(call.value()));
+        }
+    }
+    REQUIRE_FALSE(session.clients.empty());  // it made a UDP socket
     return session;
 }
 
@@ -292,7 +332,7 @@ Findings polls_nonblocking_sockets(const Session& session) {
                      at_least(eagain, 1, "reads of client sockets that said EAGAIN");
     for (const Syscall& call : session.trace.calls) {
         for (const char* wait : {"select", "pselect6", "poll", "ppoll", "epoll_wait", "epoll_pwait", "epoll_pwait2",
-                                 "rt_sigtimedwait", "io_getevents", "io_pgetevents"}) {
+                                 "rt_sigtimedwait", "rt_sigsuspend", "pause", "io_getevents", "io_pgetevents"}) {
             if (call.name == wait) {
                 found.push_back(shown(call) + ": a wait for readiness; this model asks again instead");
                 return found;
@@ -346,9 +386,13 @@ Findings starts_a_thread_per_connection(const Session& session) {
 
 // ---------------------------------------------------------------- rtsig-tcp
 
-Findings arms_every_client_for_real_time_signals(const Session& session) {
+namespace {
+
+// F_SETOWN, F_SETSIG and O_ASYNC on each of `sockets`, and the signals
+// taken with rt_sigtimedwait.
+Findings armed_for_real_time_signals(const Session& session, const std::set<std::string>& sockets) {
     Findings found;
-    for (const std::string& fd : session.clients) {
+    for (const std::string& fd : sockets) {
         bool owner = false, signal = false, async = false;
         for (const Syscall& call : session.trace.calls_named("fcntl")) {
             if (first_argument(call) == fd) {
@@ -360,11 +404,37 @@ Findings arms_every_client_for_real_time_signals(const Session& session) {
             }
         }
         if (!(owner && signal && async)) {
-            found.push_back("client socket " + fd + ":" + (owner ? "" : " no F_SETOWN") + (signal ? "" : " no F_SETSIG") +
+            found.push_back("socket " + fd + ":" + (owner ? "" : " no F_SETOWN") + (signal ? "" : " no F_SETSIG") +
                             (async ? "" : " no O_ASYNC"));
         }
     }
-    return found + at_least(count_named(session, {"rt_sigtimedwait"}), 3, "rt_sigtimedwait (sigwaitinfo) calls");
+    int io_signals_taken = 0;  // rt_sigtimedwait calls that returned a real-time signal
+    for (const Syscall& call : session.trace.calls_named("rt_sigtimedwait")) {
+        io_signals_taken += contains(call.result, "(SIGRT");
+    }
+    return found + at_least(io_signals_taken, 3, "real-time signals taken with rt_sigtimedwait (sigwaitinfo)");
+}
+
+}  // namespace
+
+Findings arms_every_client_for_real_time_signals(const Session& session) {
+    const int accepted =
+        static_cast<int>(std::count_if(session.trace.calls.begin(), session.trace.calls.end(),
+                                       [](const Syscall& c) { return is_accept(c) && c.value() >= 0; }));
+    return at_least(accepted, 3, "TCP connections accepted") + armed_for_real_time_signals(session, session.clients);
+}
+
+Findings arms_the_udp_socket_for_real_time_signals(const Session& session) {
+    std::set<std::string> udp_sockets;
+    for (const Syscall& call : session.trace.calls_named("socket")) {
+        if (contains(call.args, "SOCK_DGRAM") && call.value() >= 0) {
+            udp_sockets.insert(std::to_string(call.value()));
+        }
+    }
+    if (udp_sockets.empty()) {
+        return {"no UDP socket (socket with SOCK_DGRAM)"};
+    }
+    return armed_for_real_time_signals(session, udp_sockets);
 }
 
 // ---------------------------------------------------------------- aio-kernel and aio-posix
@@ -410,6 +480,7 @@ const std::vector<Rule>& rules() {
         {"blocking-iterative", serves_one_client_at_a_time_blocking},
         {"fork", forks_a_child_per_connection},
         {"thread", starts_a_thread_per_connection},
+        {"rtsig-udp", arms_the_udp_socket_for_real_time_signals},
         {"rtsig-tcp", arms_every_client_for_real_time_signals},
         {"aio-kernel", submits_aio_poll_requests},
         {"aio-posix", glibc_aio_threads_read_the_clients},

@@ -26,8 +26,10 @@ namespace grade {
 // What a traced session left: the trace, and the client sockets in it.
 struct Session {
     harness::Trace trace;
-    std::set<std::string> clients;  // descriptor numbers that accept or accept4 returned
-    int wrong_echoes = 0;           // exchanges of the workload that did not come back whole
+    // TCP: the descriptors that accept or accept4 returned. UDP: the
+    // server's own UDP sockets (socket(..., SOCK_DGRAM, ...)).
+    std::set<std::string> clients;
+    int wrong_echoes = 0;  // exchanges of the workload that did not come back whole
 };
 
 // Starts `server` under strace -f (as the conformance suite starts it: with
@@ -41,12 +43,16 @@ struct Session {
 // empty, is a directory to copy the trace into.
 Session traced_session(const conformance::ServerUnderTest& server, const std::string& keep_trace_in = "");
 
+// The same for a UDP echo server: two clients, five datagrams each, then
+// SIGTERM.
+Session traced_udp_session(const conformance::ServerUnderTest& server, const std::string& keep_trace_in = "");
+
 // What a rule found wrong, one line each; empty: the rule holds.
 using Findings = std::vector<std::string>;
 
 struct Rule {
-    std::string_view model;  // "epoll-et", as grade::models names it
-    Findings (*check)(const Session&);
+    std::string_view model;             // "epoll-et", as grade::models names it
+    Findings (*check)(const Session&);  // of a traced_session, or a traced_udp_session for a UDP model
 };
 
 // Every rule of every model, in the order fingerprint_cases.cpp lists them.
@@ -64,6 +70,7 @@ Findings serves_one_client_at_a_time_blocking(const Session& session);
 Findings forks_a_child_per_connection(const Session& session);
 Findings starts_a_thread_per_connection(const Session& session);
 Findings arms_every_client_for_real_time_signals(const Session& session);
+Findings arms_the_udp_socket_for_real_time_signals(const Session& session);
 Findings submits_aio_poll_requests(const Session& session);
 Findings glibc_aio_threads_read_the_clients(const Session& session);
 

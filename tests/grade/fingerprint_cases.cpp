@@ -16,9 +16,11 @@ namespace {
 
 // Runs the server under strace and reports what `rule` found, one failure a
 // finding. With IOMODELS_GRADE_LOGS set (grade --logs), the trace is kept.
-void judge(grade::Findings (*rule)(const grade::Session&)) {
+void judge(grade::Findings (*rule)(const grade::Session&), bool udp = false) {
     const char* logs = std::getenv("IOMODELS_GRADE_LOGS");
-    const grade::Session session = grade::traced_session(server_under_test, logs != nullptr ? logs : "");
+    const std::string keep_trace_in = logs != nullptr ? logs : "";
+    const grade::Session session = udp ? grade::traced_udp_session(server_under_test, keep_trace_in)
+                                       : grade::traced_session(server_under_test, keep_trace_in);
     if (session.wrong_echoes > 0) {
         WARN(session.wrong_echoes << " exchanges of the traced workload did not come back whole within 3 s");
     }
@@ -36,7 +38,9 @@ TEST_CASE("the server starts, accepts a connection and echoes one byte", "[prefl
         argv.push_back("--quiet");
     }
     argv.insert(argv.end(), server_under_test.options.begin(), server_under_test.options.end());
-    Server server = start_command(argv);
+    StartOptions bounded;
+    bounded.rlimit_fsize = 64LL << 20;  // a server that floods its stderr stops at 64 MiB
+    Server server = start_command(argv, bounded);
     const unique_fd client = connect_to(server.port);
     CHECK(exchange(client.get(), "x", {}, false, 5s).received == "x");
 }
@@ -50,9 +54,10 @@ TEST_CASE("epoll-et: every client socket is non-blocking before its first read",
     judge(grade::client_sockets_nonblocking_before_reading);
 }
 
-TEST_CASE("epoll-et: before each epoll_wait that may sleep, every client socket read since the last has been read "
-          "until EAGAIN or end of file",
-          "[fingerprint][epoll-et]") {
+TEST_CASE(
+    "epoll-et: before each epoll_wait that may sleep, every client socket read since the last has been read "
+    "until EAGAIN or end of file",
+    "[fingerprint][epoll-et]") {
     judge(grade::reads_until_eagain_before_sleeping);
 }
 
@@ -87,6 +92,11 @@ TEST_CASE("thread: one thread per connection, which reads its socket with read o
     judge(grade::starts_a_thread_per_connection);
 }
 
+TEST_CASE("rtsig-udp: F_SETOWN, F_SETSIG and O_ASYNC on the UDP socket, signals taken in rt_sigtimedwait",
+          "[fingerprint][rtsig-udp]") {
+    judge(grade::arms_the_udp_socket_for_real_time_signals, true);
+}
+
 TEST_CASE("rtsig-tcp: F_SETOWN, F_SETSIG and O_ASYNC on every client socket, signals taken in rt_sigtimedwait",
           "[fingerprint][rtsig-tcp]") {
     judge(grade::arms_every_client_for_real_time_signals);
@@ -97,8 +107,9 @@ TEST_CASE("aio-kernel: client sockets are watched by IOCB_CMD_POLL requests, com
     judge(grade::submits_aio_poll_requests);
 }
 
-TEST_CASE("aio-posix: glibc's AIO threads read the client sockets (pread64, then read on ESPIPE), not the one that "
-          "accepts",
-          "[fingerprint][aio-posix]") {
+TEST_CASE(
+    "aio-posix: glibc's AIO threads read the client sockets (pread64, then read on ESPIPE), not the one that "
+    "accepts",
+    "[fingerprint][aio-posix]") {
     judge(grade::glibc_aio_threads_read_the_clients);
 }

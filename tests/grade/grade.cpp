@@ -51,14 +51,27 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr auto case_deadline = std::chrono::seconds(120);  // one case, then it is killed
-constexpr std::size_t output_limit = 1 << 20;               // what a case may print before it is cut
+constexpr std::size_t output_limit = 1 << 20;              // what a case may print before it is cut
 
 // What a student can do when a case fails: the README section or the flag
 // that shows the bug. Keyed by the case's name; every case has one (a test
 // checks it: grade --list).
 const std::map<std::string_view, std::string_view> hints{
     {"the server starts, accepts a connection and echoes one byte",
-     "does the command start a server on the port? run it by hand; with {port} it must listen on 127.0.0.1:{port}"},
+     "run the command by hand and talk to it (./build/01-blocking/client --port PORT hello): it must accept on "
+     "127.0.0.1 (on {port}, or print its ready line) and echo"},
+    {"the server starts and echoes one datagram",
+     "run the command by hand and send it a datagram (./build/07-rtsig-udp/client --port PORT hello): it must bind "
+     "127.0.0.1 (on {port}, or print its ready line) and echo"},
+    {"UDP: echoes datagrams of 0, 1, 1400 and 65507 bytes unchanged, each to its sender",
+     "recvfrom gives the sender's address and the datagram's length (0 too): sendto that address, that length"},
+    {"UDP: 10 clients sending 100 datagrams each, each waiting for its echo, all get them back",
+     "on each signal, read until EAGAIN: one signal may stand for many datagrams (07-rtsig-udp README)"},
+    {"UDP: prints the ready line, and SIGTERM stops it with exit 0 and a summary",
+     "print \"listening on udp 127.0.0.1:PORT\", and on SIGTERM the summary line, exit 0 (CONTRACT.md)"},
+    {"rtsig-udp: F_SETOWN, F_SETSIG and O_ASYNC on the UDP socket, signals taken in rt_sigtimedwait",
+     "arm the socket: F_SETOWN, F_SETSIG SIGRTMIN+n, then O_ASYNC; block the signal and take it with sigwaitinfo "
+     "(07-rtsig-udp README)"},
     {"prints the ready line with the port the kernel chose",
      "print \"listening on 127.0.0.1:PORT\" with the port getsockname returns, then flush (CONTRACT.md)"},
     {"echoes one message and closes the connection after the client's end of file",
@@ -74,7 +87,8 @@ const std::map<std::string_view, std::string_view> hints{
     {"a client that resets the connection does not stop the server",
      "send with MSG_NOSIGNAL (or ignore SIGPIPE), and close only that connection on ECONNRESET or EPIPE"},
     {"a client that never reads does not stop the others",
-     "never block on one client's send in an event loop: keep its bytes and wait for it to be writable (05-epoll-lt README)"},
+     "serve each client apart: a child or a thread each (01-blocking), or, in an event loop, keep its bytes and wait "
+     "for it to be writable (05-epoll-lt README)"},
     {"a client that sends 64 MiB and reads nothing for 2 s gets it all back, memory stays bounded",
      "stop reading from a peer while 4 MiB wait for it (CONTRACT.md, PendingOutput::room)"},
     {"2000 sequential sessions leave descriptors, threads and children at their baseline",
@@ -131,8 +145,8 @@ struct Settings {
     const grade::ModelInfo* model = nullptr;
     bool contract = false;
     unsigned long seed = 0;
-    std::string logs;  // --logs DIR: the failed cases' output and traces
-    std::string json;  // --json FILE
+    std::string logs;               // --logs DIR: the failed cases' output and traces
+    std::string json;               // --json FILE
     std::vector<std::string> only;  // --case TEXT: only the cases whose name contains one of these
     std::vector<std::string> command;
 };
@@ -149,15 +163,16 @@ struct Outcome {
     if (!problem.empty()) {
         std::fprintf(stderr, "grade: %s\n", problem.c_str());
     }
-    std::fprintf(problem.empty() ? stdout : stderr,
-                 "usage: grade MODEL [--level core|contract] [--case TEXT]... [--seed N] [--logs DIR] [--json FILE]\n"
-                 "             -- COMMAND...\n"
-                 "       grade --list [MODEL]\n"
-                 "Grades the echo server COMMAND starts against one of the chapters' models: the conformance\n"
-                 "cases (behaviour) and the model's fingerprint (its system calls, under strace).\n"
-                 "A \"{port}\" in COMMAND becomes a free port; without it the server prints\n"
-                 "\"listening on 127.0.0.1:PORT\". --level contract starts COMMAND 0 --quiet and checks CONTRACT.md too.\n"
-                 "--case TEXT grades only the cases whose name contains TEXT (\"epoll-et:\": the fingerprint).\n");
+    std::fprintf(
+        problem.empty() ? stdout : stderr,
+        "usage: grade MODEL [--level core|contract] [--case TEXT]... [--seed N] [--logs DIR] [--json FILE]\n"
+        "             -- COMMAND...\n"
+        "       grade --list [MODEL]\n"
+        "Grades the echo server COMMAND starts against one of the chapters' models: the conformance\n"
+        "cases (behaviour) and the model's fingerprint (its system calls, under strace).\n"
+        "A \"{port}\" in COMMAND becomes a free port; without it the server prints\n"
+        "\"listening on 127.0.0.1:PORT\". --level contract starts COMMAND 0 --quiet and checks CONTRACT.md too.\n"
+        "--case TEXT grades only the cases whose name contains TEXT (\"epoll-et:\": the fingerprint).\n");
     std::exit(problem.empty() ? 0 : 2);
 }
 
@@ -370,9 +385,9 @@ std::string json_string(std::string_view text) {
 
 void write_json(const Settings& settings, const std::vector<Outcome>& outcomes, int passed, int failed, int skipped) {
     std::ofstream out(settings.json);
-    out << "{\n  \"model\": " << json_string(settings.model->name) << ",\n  \"level\": "
-        << json_string(settings.contract ? "contract" : "core") << ",\n  \"seed\": " << settings.seed
-        << ",\n  \"command\": [";
+    out << "{\n  \"model\": " << json_string(settings.model->name)
+        << ",\n  \"level\": " << json_string(settings.contract ? "contract" : "core")
+        << ",\n  \"seed\": " << settings.seed << ",\n  \"command\": [";
     for (std::size_t i = 0; i < settings.command.size(); ++i) {
         out << (i > 0 ? ", " : "") << json_string(settings.command[i]);
     }
@@ -389,6 +404,18 @@ void write_json(const Settings& settings, const std::vector<Outcome>& outcomes, 
     if (!out) {
         iomodels::report_failure("write " + settings.json, errno);
     }
+}
+
+// The first case: if it fails, nothing else is graded.
+std::string_view preflight_case(const grade::ModelInfo& model) {
+    return model.udp ? "the server starts and echoes one datagram"
+                     : "the server starts, accepts a connection and echoes one byte";
+}
+
+// The Catch2 test spec of a model's behaviour cases: the TCP conformance
+// suite's, or the [udp] cases; without [contract] at the core level.
+std::string behaviour_spec(const grade::ModelInfo& model, bool contract) {
+    return std::string(model.udp ? "[udp]" : "~[udp]") + (contract ? "" : "~[contract]") + "~[fingerprint]~[preflight]";
 }
 
 int list(int argc, char** argv) {
@@ -415,8 +442,9 @@ int list(int argc, char** argv) {
                         hint == hints.end() ? "(no hint)" : std::string(hint->second).c_str());
         }
     };
-    show("behaviour (every level):", "~[contract]~[fingerprint]~[preflight]");
-    show("behaviour (--level contract adds):", "[contract]");
+    std::printf("\nfirst, the server must start: %s\n", std::string(preflight_case(*model)).c_str());
+    show("behaviour (every level):", behaviour_spec(*model, false));
+    show("behaviour (--level contract adds):", std::string(model->udp ? "[udp]" : "~[udp]") + "[contract]");
     show("fingerprint (under strace -f):", "[fingerprint][" + std::string(model->name) + "]");
     return missing == 0 ? 0 : 1;
 }
@@ -447,9 +475,8 @@ int main(int argc, char** argv) {
     struct Case {
         std::string name, kind;
     };
-    std::vector<Case> cases{{"the server starts, accepts a connection and echoes one byte", "start"}};
-    for (const std::string& name :
-         list_cases(settings.contract ? "~[fingerprint]~[preflight]" : "~[contract]~[fingerprint]~[preflight]")) {
+    std::vector<Case> cases{{std::string(preflight_case(*settings.model)), "start"}};
+    for (const std::string& name : list_cases(behaviour_spec(*settings.model, settings.contract))) {
         cases.push_back({name, "behaviour"});
     }
     for (const std::string& name : list_cases("[fingerprint][" + std::string(settings.model->name) + "]")) {
@@ -457,9 +484,9 @@ int main(int argc, char** argv) {
     }
     if (!settings.only.empty()) {
         std::erase_if(cases, [&](const Case& test) {
-            return test.kind != "start" && std::none_of(settings.only.begin(), settings.only.end(), [&](const auto& text) {
-                       return test.name.find(text) != std::string::npos;
-                   });
+            return test.kind != "start" &&
+                   std::none_of(settings.only.begin(), settings.only.end(),
+                                [&](const auto& text) { return test.name.find(text) != std::string::npos; });
         });
     }
 
@@ -474,12 +501,11 @@ int main(int argc, char** argv) {
             std::filesystem::create_directories(logs_dir, ignored);
         }
         const auto start = Clock::now();
-        const Ran ran = run_cases({catch2_name(test.name)},
-                                  {"IOMODELS_GRADE_ARGV=" + joined,
-                                   "IOMODELS_GRADE_MODEL=" + std::string(settings.model->name),
-                                   std::string("IOMODELS_GRADE_LEVEL=") + (settings.contract ? "contract" : "core"),
-                                   "IOMODELS_GRADE_SEED=" + std::to_string(settings.seed),
-                                   "IOMODELS_GRADE_LOGS=" + logs_dir});
+        const Ran ran =
+            run_cases({catch2_name(test.name)},
+                      {"IOMODELS_GRADE_ARGV=" + joined, "IOMODELS_GRADE_MODEL=" + std::string(settings.model->name),
+                       std::string("IOMODELS_GRADE_LEVEL=") + (settings.contract ? "contract" : "core"),
+                       "IOMODELS_GRADE_SEED=" + std::to_string(settings.seed), "IOMODELS_GRADE_LOGS=" + logs_dir});
         Outcome outcome{test.name, test.kind, "FAIL", std::chrono::duration<double>(Clock::now() - start).count(),
                         ran.output};
         if (ran.status != -1 && WIFEXITED(ran.status) && WEXITSTATUS(ran.status) == 0) {
@@ -505,7 +531,7 @@ int main(int argc, char** argv) {
         (outcome.result == "PASS" ? passed : outcome.result == "SKIP" ? skipped : failed) += 1;
         outcomes.push_back(std::move(outcome));
         if (test.kind == "start" && outcomes.back().result != "PASS") {
-            std::printf("grade: the server did not start, so nothing else was graded\n");
+            std::printf("grade: the server did not start, or did not echo, so nothing else was graded\n");
             break;
         }
     }

@@ -305,11 +305,18 @@ Completed run(const std::vector<std::string>& argv, const StartOptions& options,
 
 namespace {
 
+// The end of what a server said, for a failure message: at most 4000
+// characters. (A server that floods its stderr writes up to 64 MiB, and
+// Catch2 takes minutes to lay out a message of that size.)
+std::string last_lines(const std::string& text) {
+    return text.size() <= 4000 ? text : "[...]" + text.substr(text.size() - 4000);
+}
+
 // The ready line "listening on [udp ]127.0.0.1:PORT" of a just started
 // server, REQUIREd within 10 s.
 std::pair<std::uint16_t, std::string> read_ready_line(Process& process, const std::string& path) {
     const auto line = process.read_stdout_line(10s);
-    INFO("server: " << path << "\nstderr:\n" << process.stderr_text());
+    INFO("server: " << path << "\nstderr:\n" << last_lines(process.stderr_text()));
     REQUIRE(line.has_value());  // the ready line came within 10 s
     const std::string prefix =
         line->rfind("listening on udp ", 0) == 0 ? "listening on udp 127.0.0.1:" : "listening on 127.0.0.1:";
@@ -366,14 +373,39 @@ Server start_command(std::vector<std::string> argv, const StartOptions& options)
         auto [ready_port, line] = read_ready_line(process, argv[0]);
         return Server{std::move(process), ready_port, line};
     }
-    const bool accepted = eventually(
-        [&] {
-            return !process.wait(0ms).has_value() && connects(port);
-        },
-        10s);
-    INFO("server: " << argv[0] << " on port " << port << "\nstderr:\n" << process.stderr_text());
+    bool accepted = false;  // until it accepts, or ends (a wrong command, a port in use), or 10 s pass
+    eventually([&] { return process.wait(0ms).has_value() || (accepted = connects(port)); }, 10s);
+    INFO("server: " << argv[0] << " on port " << port << "\nstderr:\n" << last_lines(process.stderr_text()));
     REQUIRE(process.running());  // it did not end (a wrong command, a port in use)
     REQUIRE(accepted);           // it accepted a connection on 127.0.0.1:{port} within 10 s
+    return Server{std::move(process), port, ""};
+}
+
+Server start_udp_command(std::vector<std::string> argv, const StartOptions& options) {
+    REQUIRE_FALSE(argv.empty());
+    std::uint16_t port = 0;
+    for (std::string& arg : argv) {
+        for (std::size_t at; (at = arg.find("{port}")) != std::string::npos;) {
+            if (port == 0) {
+                const unique_fd probe = iomodels::bind_udp("127.0.0.1", 0, SOCK_CLOEXEC);
+                REQUIRE(probe.valid());
+                port = ntohs(iomodels::local_address(probe.get())->sin_port);
+            }
+            arg.replace(at, 6, std::to_string(port));
+        }
+    }
+    Process process = Process::start(argv, options);
+    if (port == 0) {
+        auto [ready_port, line] = read_ready_line(process, argv[0]);
+        return Server{std::move(process), ready_port, line};
+    }
+    const unique_fd probe = udp_socket_to(port);
+    bool echoing = false;  // until it echoes, or ends, or 10 s pass
+    eventually([&] { return process.wait(0ms).has_value() || (echoing = udp_echo(probe.get(), "p", 100ms) == "p"); },
+               10s);
+    INFO("server: " << argv[0] << " on UDP port " << port << "\nstderr:\n" << last_lines(process.stderr_text()));
+    REQUIRE(process.running());  // it did not end (a wrong command, a port in use)
+    REQUIRE(echoing);            // it echoed a datagram sent to 127.0.0.1:{port} within 10 s
     return Server{std::move(process), port, ""};
 }
 

@@ -119,6 +119,11 @@ Server start_server(const std::string& path, const std::vector<std::string>& arg
 // "{port}", its ready line is read as start_server() reads it.
 Server start_command(std::vector<std::string> argv, const StartOptions& options = {});
 
+// The same for a UDP echo server: "{port}" becomes a free UDP port, and a
+// probe datagram is sent every 100 ms until one comes back (REQUIREd within
+// 10 s); without "{port}", its ready line is read.
+Server start_udp_command(std::vector<std::string> argv, const StartOptions& options = {});
+
 // SIGTERM, then REQUIREs exit 0 within the deadline and a summary line on
 // stderr; returns that summary line.
 std::string stop_server(Server& server);
