@@ -63,12 +63,14 @@ void count_reaped(int status) {
 // just one: signals do not queue, and two children exiting together raise
 // SIGCHLD once (UNP 5.10). Without this, each child stays a zombie.
 void on_sigchld(int) {
+    // Lab: waitpid(-1, WNOHANG) until no exited child is left, count_reaped for each; errno as it was.
     const int saved_errno = errno;
     int status = 0;
     while (::waitpid(-1, &status, WNOHANG) > 0) {
         count_reaped(status);
     }
     errno = saved_errno;
+    // Lab end.
 }
 
 // No SA_RESTART: a SIGCHLD that arrives during accept() makes it return
@@ -257,6 +259,9 @@ int main(int argc, char** argv) {
         // own stop handling: a SIGTERM meant for the child must not run the
         // parent's handler in it, which would shut down the listening
         // socket the two processes share.
+        // Lab: fork: the child closes the listening socket, serves this client (echo_until_eof) and _Exits;
+        // Lab: the parent lists the child (children.add), closes its copy of the connection, accepts again.
+        // Lab stub: echo_until_eof(connection.get(), log, *bytes_echoed);  // until it is written: no child
         block_signals(SIG_BLOCK, {SIGINT, SIGTERM});
         const pid_t pid = ::fork();
         const int fork_error = errno;
@@ -289,6 +294,7 @@ int main(int argc, char** argv) {
         // The parent closes its copy; the child's copy keeps the connection open.
         connection.reset();
         children.forget_reaped();
+        // Lab end.
     }
 
     listen_fd.reset();

@@ -72,6 +72,10 @@ int main(int argc, char** argv) {
     };
     while (!stop_requested()) {
         print_status_if_requested();
+        // Lab: accept4 the next client, asleep until one connects (EINTR, or EINVAL after a stop: go round;
+        // Lab: EMFILE, ENFILE: reserve.accept_or_refuse), then serve it here to its end with echo_until_eof
+        // Lab: (shut_down_on_stop lets a stop end it) and close it: only then is the next client accepted.
+        // Lab stub: ::pause();  // until it is written: sleep until a signal, serving no one
         sockaddr_in peer{};
         socklen_t peer_length = sizeof peer;
         // Sleeps until the kernel has completed a TCP handshake for us.
@@ -101,6 +105,7 @@ int main(int argc, char** argv) {
             log("closed %s (%llu bytes echoed)", peer_name.c_str(), static_cast<unsigned long long>(echoed));
         }
         shut_down_on_stop(-1);  // before the descriptor is closed and its number reused
+        // Lab end.
     }
 
     print_summary(counters.list());

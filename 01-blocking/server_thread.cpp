@@ -76,6 +76,10 @@ public:
             // Also if std::thread throws. (It cannot fail: the mask is one pthread_sigmask returned.)
             ~RestoreMask() { ::pthread_sigmask(SIG_SETMASK, &mask, nullptr); }
         } restore{before};
+        // Lab: a thread that owns the connection runs serve(fd), then, under the mutex, drops fd from
+        // Lab: open_fds_, closes it and adds its id to finished_ (for join_finished); list fd in open_fds_
+        // Lab: and the thread in threads_.
+        // Lab stub: serve(fd);  // until it is written: no thread, the caller serves
         std::thread thread([this, connection = std::move(connection), serve]() mutable {
             serve(connection.get());
             const std::lock_guard last_step(mutex_);
@@ -85,6 +89,7 @@ public:
         });
         open_fds_.insert(fd);
         threads_.emplace(thread.get_id(), std::move(thread));
+        // Lab end.
     }
 
     void join_finished() {

@@ -95,6 +95,10 @@ void accept_new_clients(int listen_fd, DescriptorReserve& reserve, std::vector<C
 // in order, for the next round: a non-blocking send can be partial, or take
 // nothing, and dropping the rest would break the echo.
 void send_pending(Connection& connection, Counters& counters, const EventLog& log) {
+    // Lab: send() with MSG_NOSIGNAL until pending has all gone or send says EAGAIN (count it: the rest waits).
+    // Lab: Erase what went from the front, add it to the echoed counts. EINTR: send again; other errors: closed.
+    // Lab stub: static_cast<void>(counters), static_cast<void>(log);
+    // Lab stub: connection.closed = true;  // until it is written: close instead of sending
     std::vector<std::byte>& pending = connection.pending;
     std::size_t sent_now = 0;
     while (sent_now < pending.size()) {
@@ -115,11 +119,15 @@ void send_pending(Connection& connection, Counters& counters, const EventLog& lo
     pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(sent_now));
     connection.echoed += sent_now;
     counters.bytes_echoed += sent_now;
+    // Lab end.
 }
 
 // One visit to one connection: read what has arrived (if there is room to
 // keep it), then send back what is pending. Never sleeps.
 void serve(Connection& connection, Counters& counters, const EventLog& log) {
+    // Lab: unless the peer has finished, one recv() of at most the room below pending_limit, added to pending.
+    // Lab: 0: peer_finished. EAGAIN: no data yet, count it, ask again next round (EINTR too). Else: log, closed.
+    // Lab stub: connection.peer_finished = true;  // until it is written: as if each peer had finished at once
     std::array<std::byte, 64 * 1024> buffer;
     // A peer that does not read makes `pending` fill up; then we stop
     // reading from it until it has taken some bytes. (`pending` never
@@ -139,6 +147,7 @@ void serve(Connection& connection, Counters& counters, const EventLog& log) {
             return;
         }
     }
+    // Lab end.
     if (!connection.pending.empty()) {
         send_pending(connection, counters, log);
     }

@@ -155,6 +155,9 @@ bool on_readable(Connection& connection, Counters& counters, const EventLog& log
 
 // Brings the master sets in line with the connection's state.
 void update_interest(Connection& connection, Interest& interest, const EventLog& log) {
+    // Lab: FD_SET the connection in interest.read while it reads (no end of file yet, pending has room()), else
+    // Lab: FD_CLR it; log a change of connection.reading. In interest.write only while pending is not empty.
+    // Lab stub: static_cast<void>(connection), static_cast<void>(interest), static_cast<void>(log);
     const int fd = connection.fd.get();
     // Read only while there is room to keep what we read: a peer that does
     // not read its echo makes `pending` fill up, and then it is dropped from
@@ -179,6 +182,7 @@ void update_interest(Connection& connection, Interest& interest, const EventLog&
     } else {
         FD_CLR(fd, &interest.write);
     }
+    // Lab end.
 }
 
 // Installs the stop and status handlers, then blocks SIGINT and SIGTERM
@@ -240,6 +244,10 @@ int main(int argc, char** argv) {
         if (status_requested()) {
             print_status(counters.list());
         }
+        // Lab: sleep in pselect until a socket in the master sets is ready (copies of them, nfds max_fd + 1,
+        // Lab: no timeout, mask_while_waiting); count select_calls. EINTR: loop again; else report, return 1.
+        // Lab stub: fd_set readable = interest.read;  // until it is written: all are "ready", 02's polling
+        // Lab stub: fd_set writable = interest.write;
         // Caveat 2: pselect overwrites the sets it is given with the sets of
         // ready descriptors. Hand it copies and keep the master sets intact.
         fd_set readable = interest.read;
@@ -258,6 +266,7 @@ int main(int argc, char** argv) {
             report_failure("pselect", errno);  // EBADF would be a bug here: a closed fd left in a set
             return 1;
         }
+        // Lab end.
 
         if (FD_ISSET(listen_fd.get(), &readable)) {
             accept_new_clients(listen_fd.get(), reserve, connections, interest, counters, log);

@@ -119,7 +119,10 @@ void accept_new_clients(int listen_fd, DescriptorReserve& reserve, std::vector<p
         }
         ++counters.connections;
         log("accepted %s on fd %d", format_address(peer).c_str(), fd.get());
+        // Lab: append the connection's pollfd (POLLIN | POLLRDHUP) to the array: ppoll watches it from now on.
+        // Lab stub: static_cast<void>(fds);
         fds.push_back({fd.get(), POLLIN | POLLRDHUP, 0});  // the array grows: no fixed limit
+        // Lab end.
         const int number = fd.get();
         connections.emplace(number, Connection{.fd = std::move(fd), .peer = format_address(peer)});
     }
@@ -277,6 +280,9 @@ int main(int argc, char** argv) {
         // marked, with fd -1 (poll ignores negative descriptors): erasing
         // it now would shift the later entries under our index and skip
         // one, and cost a move of the array's tail for each removal.
+        // Lab: for each entry with revents: serve its connection and recompute its events (interest), or close
+        // Lab: it (erase its Connection) and mark the entry fd -1; after the scan, erase the marked entries.
+        // Lab stub: static_cast<void>(&serve), static_cast<void>(&interest);  // the steps of each entry
         for (std::size_t i = 1; i < fds.size(); ++i) {
             pollfd& entry = fds[i];
             if (entry.revents == 0) {
@@ -303,6 +309,7 @@ int main(int argc, char** argv) {
         // once with POLLNVAL (or, once accept4 reuses the number, report
         // for the wrong connection).
         std::erase_if(fds, [](const pollfd& entry) { return entry.fd < 0; });
+        // Lab end.
 
         // New clients last: their entries are appended and polled from the
         // next round on.

@@ -93,6 +93,10 @@ std::uint32_t interest(const Connection& connection) {
 // rounds change nothing). False if epoll_ctl failed.
 bool update_interest(int epoll_fd, Connection& connection, const EventLog& log) {
     const std::uint32_t wanted = interest(connection);
+    // Lab: if `wanted` differs from connection.registered, EPOLL_CTL_MOD the socket to it (data.ptr again: a MOD
+    // Lab: replaces the whole event) and remember it; log when EPOLLIN comes or goes. False if epoll_ctl fails.
+    // Lab stub: static_cast<void>(epoll_fd), static_cast<void>(wanted), static_cast<void>(log);
+    // Lab stub: return true;
     if (wanted == connection.registered) {
         return true;
     }
@@ -110,6 +114,7 @@ bool update_interest(int epoll_fd, Connection& connection, const EventLog& log) 
     }
     connection.registered = wanted;
     return true;
+    // Lab end.
 }
 
 // The listening socket is readable: accept until accept4() says EAGAIN,
@@ -147,6 +152,9 @@ void accept_new_clients(int epoll_fd, int listen_fd, DescriptorReserve& reserve,
         auto [position, inserted] =
             connections.emplace(number, Connection{.fd = std::move(fd), .peer = format_address(peer)});
         Connection& connection = position->second;
+        // Lab: EPOLL_CTL_ADD the socket, level-triggered (EPOLLIN | EPOLLRDHUP, no EPOLLET), data.ptr pointing
+        // Lab: at the connection; keep the events in connection.registered. If epoll_ctl fails, drop the client.
+        // Lab stub: static_cast<void>(epoll_fd);
         epoll_event event{};
         event.events = EPOLLIN | EPOLLRDHUP;  // no EPOLLET: level-triggered
         // data is a union the kernel hands back untouched with each event:
@@ -160,6 +168,7 @@ void accept_new_clients(int epoll_fd, int listen_fd, DescriptorReserve& reserve,
             continue;
         }
         connection.registered = event.events;
+        // Lab end.
         ++counters.connections;
         log("accepted %s on fd %d", connection.peer.c_str(), number);
     }

@@ -194,6 +194,14 @@ bool flush(Server& server, Connection& connection) {
 // Reads (phase 2) until EAGAIN, end of file, no room, or the budget is
 // spent, sending each piece straight back. False: close the connection.
 bool receive(Server& server, Connection& connection) {
+    // Lab: recv until it says EAGAIN (the edge is used up) or 0 (end of file: peer_finished), appending
+    // Lab: each piece to connection.pending and sending it back (flush). Stop early, with unread_input
+    // Lab: left true, when pending has no room or the read budget is spent. Return false on an error.
+    // Lab stub: std::array<std::byte, 4096> buffer;  // until then, the bug: one recv per event (README, "The bug")
+    // Lab stub: const ssize_t received = ::recv(connection.fd.get(), buffer.data(), buffer.size(), 0);
+    // Lab stub: connection.peer_finished = received == 0;
+    // Lab stub: connection.pending.append(std::span(buffer).first(received > 0 ? std::size_t(received) : 0));
+    // Lab stub: return (received >= 0 || errno == EAGAIN) && flush(server, connection);
     std::array<std::byte, 64 * 1024> buffer;
     // --no-drain: the bug. One read of at most 4096 bytes, whatever is left.
     std::size_t budget = server.settings.drain ? server.settings.read_budget : 4096;
@@ -245,6 +253,7 @@ bool receive(Server& server, Connection& connection) {
         ++server.counters.turns_yielded;  // more may wait: a turn for the others first
     }
     return true;
+    // Lab end.
 }
 
 // Acts on an event, or on a turn from still_readable (events == 0). With

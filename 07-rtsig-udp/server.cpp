@@ -90,6 +90,9 @@ int main(int argc, char** argv) {
     }
     // Arm the socket: owner, signal, then O_ASYNC (and O_NONBLOCK, so the
     // drain loop ends with EAGAIN instead of sleeping).
+    // Lab: F_SETOWN getpid() (whose signals), F_SETSIG io_signal (a queued real-time signal with a siginfo,
+    // Lab: instead of SIGIO), then F_SETFL: the flags F_GETFL gives, plus O_ASYNC and O_NONBLOCK. Check each.
+    // Lab stub: static_cast<void>(::fcntl(socket_fd.get(), F_SETFL, O_NONBLOCK));  // not armed: no signal comes
     if (::fcntl(socket_fd.get(), F_SETOWN, ::getpid()) == -1) {
         report_failure("fcntl F_SETOWN", errno);
         return 1;
@@ -107,6 +110,7 @@ int main(int argc, char** argv) {
         report_failure("fcntl F_SETFL O_ASYNC|O_NONBLOCK", errno);
         return 1;
     }
+    // Lab end.
     if (!print_ready_line(socket_fd.get(), "udp ")) {
         return 1;
     }

@@ -51,9 +51,11 @@ int main(int argc, char** argv) {
     if (!listen_fd) {
         return 1;
     }
+    // Lab: arm the listening socket for io_signal (rtsig::arm: F_SETOWN, F_SETSIG, O_ASYNC): a client raises it.
     if (!rtsig::arm(listen_fd.get(), io_signal, EventLog(false))) {  // said even with --quiet: setup failed
         return 1;
     }
+    // Lab end.
     DescriptorReserve reserve;
     if (!print_ready_line(listen_fd.get())) {
         return 1;
@@ -80,6 +82,8 @@ int main(int argc, char** argv) {
             print_status(server.counters.list());
             continue;
         }
+        // Lab: SIGIO: the queue overflowed: flush queued signals, then poll every socket (rtsig::resynchronise).
+        // Lab: io_signal: si_fd names its socket (listening: accept, arm; a connection: serve as si_band says).
         if (signal == SIGIO) {
             // Overflow: throw the queued real-time signals away first, then
             // look at every socket: an event after the flush raises a new
@@ -97,6 +101,7 @@ int main(int argc, char** argv) {
         log("SIGRTMIN+1: si_fd %d, si_band %s, si_code %s", info.si_fd,
             poll_event_names(static_cast<short>(info.si_band)).c_str(), sigpoll_code_name(info.si_code).c_str());
         rtsig::dispatch(server, info.si_fd, info.si_band);
+        // Lab end.
     }
 
     server.connections.clear();

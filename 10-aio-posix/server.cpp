@@ -99,6 +99,9 @@ bool queue(Connection& connection, bool write) {
     request.aio_sigevent.sigev_notify = SIGEV_THREAD;
     request.aio_sigevent.sigev_notify_function = write ? on_write_done : on_read_done;
     request.aio_sigevent.sigev_value.sival_ptr = &connection;
+    // Lab: a write: the bytes read and not yet written, by aio_write; a read: the whole buffer, by aio_read.
+    // Lab: Count it in connection.server->counters; true once it is queued.
+    // Lab stub: errno = ENOSYS;  // not written yet: no request queued, the connection is closed
     if (write) {
         request.aio_buf = connection.buffer.data() + connection.written;
         request.aio_nbytes = connection.to_write - connection.written;  // exactly the bytes read, not strlen
@@ -114,6 +117,7 @@ bool queue(Connection& connection, bool write) {
             return true;
         }
     }
+    // Lab end.
     // EAGAIN: glibc could not queue it (out of memory or threads).
     connection.server->log("%s: %s", connection.peer.c_str(),
                            describe_failure(write ? "aio_write" : "aio_read", errno).c_str());
@@ -136,6 +140,9 @@ void finish(Connection& connection) {
 void on_read_done(sigval value) {
     Connection& connection = *static_cast<Connection*>(value.sival_ptr);
     wait_for_glibc_to_let_go(connection);
+    // Lab: aio_error and aio_return (once) say how the read ended: an error or end of file finishes the
+    // Lab: connection; else queue the write of exactly the bytes read.
+    // Lab stub: finish(connection);
     const int error = ::aio_error(connection.request.get());
     const ssize_t result = ::aio_return(connection.request.get());  // once per request
     if (error != 0 || result <= 0) {
@@ -153,12 +160,16 @@ void on_read_done(sigval value) {
     if (!queue(connection, true)) {
         finish(connection);
     }
+    // Lab end.
 }
 
 // In a notification thread: the write is over.
 void on_write_done(sigval value) {
     Connection& connection = *static_cast<Connection*>(value.sival_ptr);
     wait_for_glibc_to_let_go(connection);
+    // Lab: how the write ended: an error finishes the connection; else count the bytes written, and queue
+    // Lab: the rest of a short write, or the next read.
+    // Lab stub: finish(connection);
     const int error = ::aio_error(connection.request.get());
     const ssize_t result = ::aio_return(connection.request.get());
     if (error != 0) {
@@ -175,6 +186,7 @@ void on_write_done(sigval value) {
     if (!queue(connection, connection.written < connection.to_write)) {
         finish(connection);
     }
+    // Lab end.
 }
 
 // Sizes glibc's pool before the first request, and ignores SIGPIPE.
