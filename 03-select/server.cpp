@@ -185,30 +185,6 @@ void update_interest(Connection& connection, Interest& interest, const EventLog&
     // Lab end.
 }
 
-// Installs the stop and status handlers, then blocks SIGINT and SIGTERM
-// everywhere except inside pselect. Otherwise a signal could arrive after
-// the loop checked stop_requested() and before it went to sleep in
-// select(): the handler would set the flag, and select would sleep on,
-// maybe forever. With the signals blocked, such a signal stays pending;
-// pselect unblocks them (its last argument, the mask to use while it waits)
-// atomically as it starts to wait, so the pending signal runs the handler at
-// once and pselect returns EINTR. This is the reason pselect exists
-// (document 000 §3.1: "pselect允许指定信号掩码"). `mask_while_waiting` gets
-// the mask as it was: the stop signals not blocked (the installs unblock
-// them). False if sigprocmask failed (reported).
-bool block_stop_signals(sigset_t& mask_while_waiting) {
-    install_stop_handlers(-1);  // the handler only sets the flag; pselect returns EINTR
-    // SIGUSR1 (a status line) is not blocked: it may interrupt any call, and
-    // if it comes just before pselect, the line waits for the next event.
-    install_status_handler();
-    const sigset_t stop = stop_signals();
-    if (::sigprocmask(SIG_BLOCK, &stop, &mask_while_waiting) == -1) {
-        report_failure("sigprocmask SIG_BLOCK SIGINT SIGTERM", errno);
-        return false;
-    }
-    return true;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -223,10 +199,14 @@ int main(int argc, char** argv) {
     if (!listen_fd) {
         return 1;
     }
-    sigset_t mask_while_waiting;  // pselect's last argument: the stop signals unblocked
-    if (!block_stop_signals(mask_while_waiting)) {
-        return 1;
-    }
+    // SIGINT and SIGTERM blocked everywhere but in pselect, which installs
+    // its last argument as the mask while it waits, atomically: a stop
+    // signal that comes between the loop's look at stop_requested() and
+    // the wait runs its handler as the wait starts, and pselect returns
+    // EINTR. That is why pselect exists (document 000 §3.1:
+    // "pselect允许指定信号掩码"); with select, the signal's flag could sit
+    // unseen while select sleeps on.
+    const sigset_t mask_while_waiting = block_stop_signals_outside_the_wait();
     DescriptorReserve reserve;
     if (!print_ready_line(listen_fd.get())) {
         return 1;
@@ -248,6 +228,7 @@ int main(int argc, char** argv) {
         // Lab: no timeout, mask_while_waiting); count select_calls. EINTR: loop again; else report, return 1.
         // Lab stub: fd_set readable = interest.read;  // until it is written: all are "ready", 02's polling
         // Lab stub: fd_set writable = interest.write;
+        // Lab stub: static_cast<void>(mask_while_waiting);
         // Caveat 2: pselect overwrites the sets it is given with the sets of
         // ready descriptors. Hand it copies and keep the master sets intact.
         fd_set readable = interest.read;

@@ -203,29 +203,6 @@ bool serve(Connection& connection, short revents, Counters& counters, const Even
     return !(connection.peer_finished && connection.pending.empty());  // half-closed and all sent: done
 }
 
-// Installs the stop and status handlers, then blocks SIGINT and SIGTERM
-// everywhere except inside ppoll. Otherwise a signal could arrive after the
-// loop checked stop_requested() and before it went to sleep in poll(): the
-// handler would set the flag, and poll would sleep on, maybe forever.
-// ppoll installs `mask_while_waiting` (the mask as it was, without the stop
-// signals) atomically as it starts to wait, so a pending stop signal runs
-// the handler at once and ppoll returns EINTR: ppoll is to poll what pselect
-// is to select (03-select). False if sigprocmask failed (reported).
-bool block_stop_signals(sigset_t& mask_while_waiting) {
-    install_stop_handlers(-1);  // the handler only sets the flag; ppoll returns EINTR
-    // SIGUSR1 (a status line) is not blocked: it may interrupt any call, and
-    // if it comes just before ppoll, the line waits for the next event.
-    install_status_handler();
-    const sigset_t stop = stop_signals();
-    if (::sigprocmask(SIG_BLOCK, &stop, &mask_while_waiting) == -1) {
-        report_failure("sigprocmask SIG_BLOCK SIGINT SIGTERM", errno);
-        return false;
-    }
-    ::sigdelset(&mask_while_waiting, SIGINT);  // even if our parent had them blocked
-    ::sigdelset(&mask_while_waiting, SIGTERM);
-    return true;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -240,10 +217,10 @@ int main(int argc, char** argv) {
         return 1;
     }
 
-    sigset_t mask_while_waiting;  // ppoll's last argument: the stop signals unblocked
-    if (!block_stop_signals(mask_while_waiting)) {
-        return 1;
-    }
+    // SIGINT and SIGTERM blocked everywhere but in ppoll, which installs its
+    // last argument as the mask while it waits: ppoll is to poll what
+    // pselect is to select (03-select).
+    const sigset_t mask_while_waiting = block_stop_signals_outside_the_wait();
     DescriptorReserve reserve;
     if (!print_ready_line(listen_fd.get())) {
         return 1;

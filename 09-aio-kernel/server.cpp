@@ -245,19 +245,9 @@ int main(int argc, char** argv) {
     if (!listen_fd) {
         return 1;
     }
-    install_stop_handlers(-1);  // the handler sets a flag; io_pgetevents returns EINTR
-    // SIGUSR1 (a status line) is not blocked: it may interrupt any call, and
-    // if it comes just before io_pgetevents, the line waits for the next event.
-    install_status_handler();
-    // The stop signals: blocked, except inside io_pgetevents (see above).
-    const sigset_t stop_set = stop_signals();
-    sigset_t mask_while_waiting;
-    if (::sigprocmask(SIG_BLOCK, &stop_set, &mask_while_waiting) == -1) {
-        report_failure("sigprocmask SIG_BLOCK SIGINT SIGTERM", errno);
-        return 1;
-    }
-    ::sigdelset(&mask_while_waiting, SIGINT);
-    ::sigdelset(&mask_while_waiting, SIGTERM);
+    // The stop signals: blocked, except inside io_pgetevents, which takes a
+    // mask as pselect does (see above).
+    const sigset_t mask_while_waiting = block_stop_signals_outside_the_wait();
     aio_context_t new_context = 0;  // must be 0 before io_setup
     if (io_setup(max_events, &new_context) == -1) {
         // EAGAIN: all AIO contexts together may hold /proc/sys/fs/aio-max-nr requests.

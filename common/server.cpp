@@ -156,6 +156,17 @@ void install_status_handler() {
     setup_or_exit(::sigprocmask(SIG_UNBLOCK, &status_signal, nullptr), "sigprocmask SIG_UNBLOCK SIGUSR1");
 }
 
+sigset_t block_stop_signals_outside_the_wait() {
+    install_stop_handlers(-1);
+    install_status_handler();
+    const sigset_t stop = stop_signals();
+    sigset_t mask_while_waiting;
+    setup_or_exit(::sigprocmask(SIG_BLOCK, &stop, &mask_while_waiting), "sigprocmask SIG_BLOCK SIGINT SIGTERM");
+    ::sigdelset(&mask_while_waiting, SIGINT);  // (install_stop_handlers unblocked them already)
+    ::sigdelset(&mask_while_waiting, SIGTERM);
+    return mask_while_waiting;
+}
+
 bool status_requested() noexcept {
     return status_flag.exchange(0) != 0;  // cleared: requests before this look are one line
 }

@@ -113,6 +113,16 @@ void install_status_handler();
 // requests before one look give one status line.
 bool status_requested() noexcept;
 
+// For a server that waits in pselect, ppoll or io_pgetevents, which take a
+// signal mask for the time they wait: installs the stop and status handlers,
+// then blocks SIGINT and SIGTERM everywhere but in that wait, and returns the
+// mask to give it (the one before, the stop signals unblocked). A stop
+// signal that comes after the loop looked at stop_requested() and before it
+// sleeps stays pending; the wait unblocks it as it starts, the handler runs
+// and the wait returns EINTR. SIGUSR1 stays unblocked. Called during setup:
+// a failed call is reported and the program exits 1.
+sigset_t block_stop_signals_outside_the_wait();
+
 // True if SIGINT or SIGTERM is pending while blocked. A server that keeps
 // the stop signals blocked except inside pselect/ppoll needs this too: Linux
 // delivers the signal in such a call only when it would sleep, so while some

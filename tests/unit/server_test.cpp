@@ -236,3 +236,22 @@ TEST_CASE("the stop signalfd becomes readable with the signal's number, and the 
     }
     ::sigprocmask(SIG_SETMASK, &before, nullptr);
 }
+
+TEST_CASE("block_stop_signals_outside_the_wait blocks SIGINT and SIGTERM and returns the mask without them") {
+    sigset_t blocked_by_parent;
+    sigemptyset(&blocked_by_parent);
+    sigaddset(&blocked_by_parent, SIGINT);
+    sigaddset(&blocked_by_parent, SIGUSR2);
+    REQUIRE(::sigprocmask(SIG_BLOCK, &blocked_by_parent, nullptr) == 0);
+
+    const sigset_t while_waiting = block_stop_signals_outside_the_wait();
+    CHECK(sigismember(&while_waiting, SIGINT) == 0);
+    CHECK(sigismember(&while_waiting, SIGTERM) == 0);
+    CHECK(sigismember(&while_waiting, SIGUSR2) == 1);  // the rest of the mask is kept
+    sigset_t now;
+    REQUIRE(::sigprocmask(SIG_SETMASK, nullptr, &now) == 0);
+    CHECK(sigismember(&now, SIGINT) == 1);
+    CHECK(sigismember(&now, SIGTERM) == 1);
+    CHECK(sigismember(&now, SIGUSR1) == 0);  // a status request may interrupt any call
+}
+
