@@ -46,6 +46,9 @@ Server start(const StartOptions& options = {}) {
     if (uses_sigev_thread()) {
         skip_if_sigev_thread_under_thread_sanitizer();
     }
+    if (server_under_test.io_uring) {
+        skip_unless_io_uring_available();
+    }
     if (!server_under_test.contract) {
         std::vector<std::string> argv{server_under_test.path};
         argv.insert(argv.end(), server_under_test.options.begin(), server_under_test.options.end());

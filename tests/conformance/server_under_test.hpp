@@ -35,6 +35,9 @@ struct ServerUnderTest {
     // model): its writes are glibc's write(), which takes no MSG_NOSIGNAL, so
     // it ignores SIGPIPE; and ThreadSanitizer cannot run it.
     bool sigev_thread = false;
+    // An io_uring server (09's uring_server): where io_uring is switched
+    // off, every case is skipped, saying why (harness::skip_unless_io_uring_available).
+    bool io_uring = false;
     std::uint32_t seed = 0;  // added to every random payload's seed (grade --seed)
 };
 

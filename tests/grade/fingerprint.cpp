@@ -134,10 +134,30 @@ Trace stop_and_read(Server& running, const TraceFile& trace_file, const std::str
 
 }  // namespace
 
+namespace {
+
+// The sockets among `pid`'s descriptors (/proc/PID/fd links "socket:[...]").
+std::set<std::string> sockets_of(pid_t pid) {
+    std::set<std::string> sockets;
+    std::error_code ignored;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ignored)) {
+        if (std::filesystem::read_symlink(entry.path(), ignored).string().rfind("socket:", 0) == 0) {
+            sockets.insert(entry.path().filename().string());
+        }
+    }
+    return sockets;
+}
+
+}  // namespace
+
 Session traced_session(const conformance::ServerUnderTest& server, const std::string& keep_trace_in) {
     skip_unless_strace_available();
     TraceFile trace_file("fingerprint");
     Server running = start_command(traced_command(server, trace_file));
+    // io_uring's ACCEPT makes client sockets that no accept call in the
+    // trace returns: they are the sockets the server holds while its
+    // clients are connected, the listening one aside.
+    std::set<std::string> held_while_connected;
 
     Session session;
     const auto check = [&](const Exchange& echo, std::string_view expected, bool half_closed) {
@@ -161,14 +181,16 @@ Session traced_session(const conformance::ServerUnderTest& server, const std::st
             talk(first.get(), message);
             talk(second.get(), message);
         }
+        held_while_connected = sockets_of(traced_pid(running.process.pid()));
         check(exchange(first.get(), "", {}, true, 3s), "", true);
         check(exchange(second.get(), "", {}, true, 3s), "", true);
     }
     const std::string payload = random_bytes(256 * 1024, server.seed + 41);
+    const std::vector<std::size_t> chunks = random_chunks(payload.size(), 16384, server.seed + 42);
     unique_fd big = connect_to(running.port);
-    check(exchange(big.get(), payload, random_chunks(payload.size(), 16384, server.seed + 42), true, 3s), payload,
-          true);
+    check(exchange(big.get(), payload, chunks, true, 3s), payload, true);
     big.reset();
+    session.messages = 6 + static_cast<int>(chunks.size());  // "one", "two", "three" from two clients, then the chunks
 
     session.trace = stop_and_read(running, trace_file, keep_trace_in);
     for (const Syscall& call : session.trace.calls) {
@@ -176,6 +198,10 @@ Session traced_session(const conformance::ServerUnderTest& server, const std::st
             session.clients.insert(std::to_string(call.value()));
         }
     }
+    for (const Syscall& call : session.trace.calls_named("listen")) {
+        held_while_connected.erase(first_argument(call));
+    }
+    session.clients.insert(held_while_connected.begin(), held_while_connected.end());
     REQUIRE_FALSE(session.clients.empty());  // it accepted the clients
     return session;
 }
@@ -468,6 +494,35 @@ Findings glibc_aio_threads_read_the_clients(const Session& session) {
     return found + at_least(pread_on_sockets, 3, "pread64 calls on client sockets that said ESPIPE (aio_read)");
 }
 
+// ---------------------------------------------------------------- io-uring
+
+Findings the_ring_does_the_copying(const Session& session) {
+    int rings = 0;
+    for (const Syscall& call : session.trace.calls_named("io_uring_setup")) {
+        rings += call.value() >= 0;
+    }
+    Findings found = at_least(rings, 1, "io_uring instances set up (io_uring_setup)");
+    for (const Syscall& call : session.trace.calls) {
+        const bool copies = call.name == "recvfrom" || call.name == "sendto" || call.name == "recvmsg" ||
+                            call.name == "sendmsg" || call.name == "read" || call.name == "write" ||
+                            call.name == "readv" || call.name == "writev";
+        if (copies && is_client(session, call)) {
+            found.push_back(shown(call) + ": the process copies; in this model RECV and SEND requests do");
+            break;
+        }
+    }
+    // Under load one io_uring_enter submits several SQEs and reaps several
+    // CQEs; a server that enters the kernel once per read and once per
+    // write is a blocking server in disguise.
+    const int enters = count_named(session, {"io_uring_enter"});
+    found = found + at_least(enters, 1, "io_uring_enter calls");
+    if (enters >= session.messages) {
+        found.push_back(std::to_string(enters) + " io_uring_enter calls for " + std::to_string(session.messages) +
+                        " messages echoed: expected fewer");
+    }
+    return found;
+}
+
 const std::vector<Rule>& rules() {
     static const std::vector<Rule> all{
         {"epoll-et", every_epoll_ctl_of_a_client_carries_epollet},
@@ -484,6 +539,7 @@ const std::vector<Rule>& rules() {
         {"rtsig-tcp", arms_every_client_for_real_time_signals},
         {"aio-kernel", submits_aio_poll_requests},
         {"aio-posix", glibc_aio_threads_read_the_clients},
+        {"io-uring", the_ring_does_the_copying},
     };
     return all;
 }

@@ -26,10 +26,13 @@ namespace grade {
 // What a traced session left: the trace, and the client sockets in it.
 struct Session {
     harness::Trace trace;
-    // TCP: the descriptors that accept or accept4 returned. UDP: the
+    // TCP: the descriptors that accept or accept4 returned, and the sockets
+    // the server held while its clients were connected (io_uring's ACCEPT
+    // returns them in a CQE, not in a system call strace can see). UDP: the
     // server's own UDP sockets (socket(..., SOCK_DGRAM, ...)).
     std::set<std::string> clients;
     int wrong_echoes = 0;  // exchanges of the workload that did not come back whole
+    int messages = 0;      // the workload's messages and chunks, each one send() of a client
 };
 
 // Starts `server` under strace -f (as the conformance suite starts it: with
@@ -73,5 +76,6 @@ Findings arms_every_client_for_real_time_signals(const Session& session);
 Findings arms_the_udp_socket_for_real_time_signals(const Session& session);
 Findings submits_aio_poll_requests(const Session& session);
 Findings glibc_aio_threads_read_the_clients(const Session& session);
+Findings the_ring_does_the_copying(const Session& session);
 
 }  // namespace grade

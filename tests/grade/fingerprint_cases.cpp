@@ -113,3 +113,10 @@ TEST_CASE(
     "[fingerprint][aio-posix]") {
     judge(grade::glibc_aio_threads_read_the_clients);
 }
+
+TEST_CASE(
+    "io-uring: an io_uring instance, no recv or send system calls on client sockets, and fewer io_uring_enter calls "
+    "than messages",
+    "[fingerprint][io-uring]") {
+    judge(grade::the_ring_does_the_copying);
+}

@@ -39,6 +39,7 @@ const std::vector<Reference> references{
     {"rtsig-tcp", RTSIG_TCP_SERVER},
     {"aio-kernel", AIO_KERNEL_SERVER},
     {"aio-posix", AIO_POSIX_SERVER},
+    {"io-uring", URING_SERVER},
 };
 
 Completed run_grade(const std::vector<std::string>& arguments) {

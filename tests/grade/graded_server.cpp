@@ -42,6 +42,7 @@ conformance::ServerUnderTest from_environment() {
     server.model = model != nullptr ? model->serves : conformance::Model::event_loop;
     server.contract = variable("IOMODELS_GRADE_LEVEL") == "contract";
     server.sigev_thread = model != nullptr && model->name == "aio-posix";
+    server.io_uring = model != nullptr && model->name == "io-uring";
     server.seed = static_cast<std::uint32_t>(std::strtoul(variable("IOMODELS_GRADE_SEED").c_str(), nullptr, 10));
     return server;
 }

@@ -20,7 +20,7 @@ struct ModelInfo {
     bool udp = false;            // a UDP echo server: the [udp] cases instead of the TCP suite
 };
 
-inline constexpr std::array<ModelInfo, 12> models{{
+inline constexpr std::array<ModelInfo, 13> models{{
     {"blocking-iterative", "01-blocking", "01-blocking/server_iterative",
      "blocking accept and recv, one client at a time", conformance::Model::one_at_a_time},
     {"fork", "01-blocking", "01-blocking/server", "blocking calls, one child process per connection",
@@ -48,6 +48,9 @@ inline constexpr std::array<ModelInfo, 12> models{{
      conformance::Model::event_loop},
     {"aio-posix", "10-aio-posix", "10-aio-posix/server", "POSIX AIO: aio_read and aio_write, done by glibc's threads",
      conformance::Model::thread_per_connection},
+    {"io-uring", "09-aio-kernel", "09-aio-kernel/uring_server",
+     "io_uring ACCEPT, RECV and SEND requests: the kernel waits and copies, completions from the CQ ring",
+     conformance::Model::event_loop},
 }};
 
 inline const ModelInfo* find_model(std::string_view name) {

@@ -4,12 +4,14 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/io_uring.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,6 +27,7 @@
 #include <thread>
 
 #include "catch.hpp"
+#include "common/errors.hpp"
 #include "common/io.hpp"
 #include "common/net.hpp"
 
@@ -851,6 +854,16 @@ void skip_if_sigev_thread_under_thread_sanitizer() {
         skip_test("glibc starts SIGEV_THREAD notification threads past ThreadSanitizer's pthread_create "
                   "interceptor, and they crash in its malloc (llvm/llvm-project issue 109742)");
     }
+}
+
+void skip_unless_io_uring_available() {
+    io_uring_params params{};
+    const int ring = static_cast<int>(::syscall(__NR_io_uring_setup, 1, &params));
+    if (ring == -1) {
+        skip_test(iomodels::describe_failure("io_uring_setup 1", errno) +
+                  ": io_uring is switched off here (sysctl kernel.io_uring_disabled, or a seccomp profile)");
+    }
+    ::close(ring);
 }
 
 void skip_test(std::string_view why) {

@@ -281,6 +281,11 @@ constexpr int sanitizer_threads = thread_sanitizer ? 1 : 0;
 // SIGEV_THREAD is skipped, saying so.
 void skip_if_sigev_thread_under_thread_sanitizer();
 
+// io_uring can be switched off (sysctl kernel.io_uring_disabled, or a
+// container's seccomp profile): then this skips the test, naming why, as the
+// programs' own error says. Call it first in a test of an io_uring program.
+void skip_unless_io_uring_available();
+
 // Raises this process's soft RLIMIT_NOFILE to at least `wanted` (a test that
 // holds thousands of connections); skips the test if the hard limit is lower.
 void raise_descriptor_limit_or_skip(unsigned long wanted);
