@@ -17,7 +17,8 @@
 //   events; writes submitted from the completed buffers; no pread64/pwrite64.
 //
 // Read `main` first, a table of contents; its loop is `Copy::run`, just
-// above it, and the functions above that are the loop's steps.
+// above it, and the functions above that are the loop's steps. How the
+// files are opened, and DST removed, is in copy_files.hpp (uring_copy's too).
 
 #include <errno.h>
 #include <fcntl.h>
@@ -42,6 +43,7 @@
 #include <vector>
 
 #include "aio_abi.hpp"
+#include "copy_files.hpp"
 #include "common/errors.hpp"
 #include "common/files.hpp"
 #include "common/options.hpp"
@@ -69,32 +71,6 @@ struct Slot {
     std::size_t done = 0;    // bytes read (while reading) or written (while writing) so far
 };
 
-struct Files {
-    unique_fd source_direct, source_buffered, destination_direct, destination_buffered;
-    bool direct = true;  // O_DIRECT accepted by both files
-    std::size_t alignment = 4096;
-};
-
-std::size_t dio_alignment(int fd) {
-    struct statx info {};
-    if (::statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &info) == 0 && (info.stx_mask & STATX_DIOALIGN) != 0 &&
-        info.stx_dio_offset_align != 0) {
-        return std::max<std::size_t>(info.stx_dio_mem_align, info.stx_dio_offset_align);
-    }
-    return 4096;
-}
-
-// Opens `path` with O_DIRECT, or, where the file system refuses it
-// (EINVAL), without. Sets `direct` to false in that case.
-unique_fd open_direct(const std::string& path, int flags, bool& direct) {
-    unique_fd fd(::open(path.c_str(), flags | O_DIRECT | O_CLOEXEC, 0644));
-    if (!fd && errno == EINVAL) {
-        direct = false;
-        fd.reset(::open(path.c_str(), flags | O_CLOEXEC, 0644));
-    }
-    return fd;
-}
-
 // aio_copy's command line; the values go into `settings`.
 CommandLine command_line(Settings& settings) {
     return {
@@ -112,18 +88,6 @@ CommandLine command_line(Settings& settings) {
         "SRC DST",
         "(two paths)",
     };
-}
-
-// Opens SRC with O_DIRECT (where its file system allows it), and makes sure
-// it is a regular file, and not DST. False (reported) if not.
-bool open_source(const Settings& settings, Files& files, struct stat& source_info) {
-    files.source_direct = open_direct(settings.source, O_RDONLY, files.direct);
-    if (!files.source_direct) {
-        report_failure("open " + settings.source, errno);
-        return false;
-    }
-    return stat_regular_file(files.source_direct.get(), settings.source, source_info) &&
-           different_files(settings.source, source_info, settings.destination);
 }
 
 // io_setup failed with `error`. EAGAIN: more than /proc/sys/fs/aio-max-nr
@@ -149,43 +113,6 @@ void report_no_context(const Settings& settings, int error) {
                  settings.destination.c_str());
 }
 
-// Opens DST twice, with O_DIRECT and buffered, finds the direct I/O
-// alignment of both files, and only then truncates DST: a --block-size that
-// does not suit DST's file system must leave an existing DST as it was.
-// Returns 0, or the exit status (reported): 2 for such a --block-size, else 1.
-int open_destination(const Settings& settings, Files& files) {
-    const bool destination_existed = ::access(settings.destination.c_str(), F_OK) == 0;
-    // DST as it was: removed if this program created it (it is empty).
-    const auto restore_destination = [&settings, destination_existed] {
-        if (!destination_existed && ::unlink(settings.destination.c_str()) == -1) {
-            report_failure("unlink " + settings.destination, errno);
-        }
-    };
-    files.destination_direct = open_direct(settings.destination, O_WRONLY | O_CREAT, files.direct);
-    if (!files.destination_direct) {
-        report_failure("open " + settings.destination, errno);
-        return 1;
-    }
-    files.destination_buffered.reset(::open(settings.destination.c_str(), O_WRONLY | O_CLOEXEC));
-    if (!files.destination_buffered) {
-        report_failure("open " + settings.destination + " (buffered)", errno);
-        restore_destination();
-        return 1;
-    }
-    files.alignment = std::max(dio_alignment(files.source_direct.get()), dio_alignment(files.destination_direct.get()));
-    if (settings.block_size % files.alignment != 0) {
-        std::fprintf(stderr, "%s: --block-size %zu is not a multiple of the direct I/O alignment %zu\n", program_name(),
-                     settings.block_size, files.alignment);
-        restore_destination();
-        return 2;
-    }
-    if (::ftruncate(files.destination_direct.get(), 0) == -1) {  // now DST is replaced
-        report_failure("ftruncate " + settings.destination, errno);
-        return 1;
-    }
-    return 0;
-}
-
 // --eventfd: an eventfd that the kernel increments at each completion
 // (IOCB_FLAG_RESFD), in an epoll instance's interest list, the way a server
 // mixes file AIO into its socket event loop. False (reported) if a call failed.
@@ -209,18 +136,6 @@ bool watch_completions(unique_fd& completion_fd, unique_fd& epoll_fd) {
     return true;
 }
 
-// After a failure, once DST was truncated: no half-copied file that looks
-// like a copy. Returns the exit status, 1.
-int remove_destination(const Settings& settings, const char* why) {
-    if (::unlink(settings.destination.c_str()) == -1) {
-        report_failure("unlink " + settings.destination, errno);
-        std::fprintf(stderr, "%s: %s; %s is incomplete\n", program_name(), why, settings.destination.c_str());
-        return 1;
-    }
-    std::fprintf(stderr, "%s: %s; %s removed\n", program_name(), why, settings.destination.c_str());
-    return 1;
-}
-
 // What the summary line reports.
 struct Counters {
     unsigned long long reads = 0;
@@ -233,7 +148,8 @@ struct Counters {
 class Copy {
 public:
     // completion_fd: the eventfd every request signals (IOCB_FLAG_RESFD), or -1.
-    Copy(const Settings& settings, Files& files, long long size, unique_aio_context context, int completion_fd)
+    Copy(const Settings& settings, const CopyFiles& files, long long size, unique_aio_context context,
+         int completion_fd)
         : settings_(settings), files_(files), size_(size), completion_fd_(completion_fd),
           context_(std::move(context)) {}
 
@@ -247,7 +163,7 @@ private:
     bool collect(int epoll_fd);
 
     const Settings& settings_;
-    Files& files_;
+    const CopyFiles& files_;
     long long size_;
     int completion_fd_;
     std::vector<Slot> slots_;
@@ -269,8 +185,7 @@ void Copy::prepare(Slot& slot, bool write) {
     const long long offset = slot.offset + static_cast<long long>(slot.done);
     const std::size_t length =
         write ? slot.length - slot.done : (slot.done == 0 ? settings_.block_size : slot.length - slot.done);
-    const bool aligned = files_.direct && offset % static_cast<long long>(files_.alignment) == 0 &&
-                         length % files_.alignment == 0 && slot.done % files_.alignment == 0;
+    const bool aligned = direct_allows(files_, offset, length, slot.done);
     int fd = 0;
     if (write) {
         fd = aligned ? files_.destination_direct.get() : files_.destination_buffered.get();
@@ -472,9 +387,10 @@ int main(int argc, char** argv) {
         return 2;
     }
 
-    Files files;
+    // SRC with O_DIRECT where its file system allows it, and buffered.
+    CopyFiles files;
     struct stat source_info {};
-    if (!open_source(settings, files, source_info)) {
+    if (!open_source(settings.source, settings.destination, true, files, source_info)) {
         return 1;
     }
     // The AIO context first: if the system has none to give, DST (which
@@ -485,18 +401,12 @@ int main(int argc, char** argv) {
         return 1;
     }
     unique_aio_context context(new_context);
-    // SRC again, buffered: for the unaligned rest of a block.
-    files.source_buffered.reset(::open(settings.source.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!files.source_buffered) {
-        report_failure("open " + settings.source + " (buffered)", errno);
-        return 1;
-    }
-    if (const int status = open_destination(settings, files); status != 0) {
+    if (const int status = open_destination(settings.destination, settings.block_size, true, files); status != 0) {
         return status;
     }
     unique_fd completion_fd, epoll_fd;
     if (settings.eventfd && !watch_completions(completion_fd, epoll_fd)) {
-        return remove_destination(settings, "no eventfd");
+        return remove_destination(settings.destination, "no eventfd");
     }
 
     // The Copy, which owns the context and the buffers, is a temporary: it
@@ -505,7 +415,7 @@ int main(int argc, char** argv) {
     const std::optional<Counters> counters =
         Copy(settings, files, source_info.st_size, std::move(context), completion_fd.get()).run(epoll_fd.get());
     if (!counters) {
-        return remove_destination(settings, "the copy failed");
+        return remove_destination(settings.destination, "the copy failed");
     }
     std::printf("%s: %lld bytes copied from %s to %s: %llu reads and %llu writes (%llu buffered) in %llu io_submit "
                 "calls, at most %u in flight (depth %u), %s, block %zu, alignment %zu\n",

@@ -113,7 +113,9 @@ public:
     Ring(unsigned entries, io_uring_params& params, std::string& failed_call) {
         fd_.reset(io_uring_setup(entries, &params));
         if (!fd_) {
+            const int error = errno;  // building the string may allocate
             failed_call = "io_uring_setup " + std::to_string(entries);
+            errno = error;
             return;
         }
         const io_sqring_offsets& sq = params.sq_off;
@@ -124,8 +126,10 @@ public:
         cq_ring_ = map_memory(cq.cqes + params.cq_entries * sizeof(io_uring_cqe), fd_.get(), IORING_OFF_CQ_RING,
                               MAP_POPULATE);
         if (!sq_ring_ || !sqes_ || !cq_ring_) {
+            const int error = errno;  // close may change it
             failed_call = !sq_ring_ ? "mmap SQ ring" : !sqes_ ? "mmap SQEs" : "mmap CQ ring";
             fd_.reset();
+            errno = error;
             return;
         }
         std::byte* base = sq_ring_.get();

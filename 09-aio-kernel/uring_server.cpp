@@ -107,6 +107,7 @@ struct Counters {
     std::uint64_t sqes = 0;
     std::uint64_t cqes = 0;
     std::uint64_t enter_calls = 0;
+    std::uint64_t short_sends = 0;  // SENDs that took fewer bytes than asked: the rest sent again
     std::uint64_t wakeups = 0;  // --sqpoll: io_uring_enter(IORING_ENTER_SQ_WAKEUP)
     std::uint64_t no_buffer = 0;  // --multishot: receives that found the buffer ring empty
 
@@ -116,6 +117,9 @@ struct Counters {
                                   {sqes, "SQEs submitted"},
                                   {cqes, "CQEs reaped"},
                                   {enter_calls, "io_uring_enter calls"}};
+        if (settings.mode != Mode::poll) {
+            counts.push_back({short_sends, "short sends"});
+        }
         if (settings.sqpoll) {
             counts.push_back({wakeups, "SQ thread wakeups"});
         }
@@ -536,6 +540,7 @@ void sent(Server& server, Connection& connection, const io_uring_cqe& cqe) {
     }
     const auto bytes = static_cast<std::size_t>(cqe.res);
     Chunk& chunk = connection.outgoing.front();
+    server.counters.short_sends += bytes < chunk.length - chunk.sent;
     chunk.sent += bytes;
     connection.held -= bytes;
     connection.echoed += bytes;
@@ -602,13 +607,19 @@ void complete(Server& server, const io_uring_cqe& cqe, DescriptorReserve& reserv
     close_if_done(server, *connection);
 }
 
+// --sqpoll: how long the kernel's thread polls the SQ ring before it
+// sleeps (IORING_SQ_NEED_WAKEUP), and how long we poll the CQ ring before
+// we sleep in io_uring_enter. Two threads busy while there is work, so that
+// neither side needs a system call; both asleep when there is none.
+constexpr std::chrono::milliseconds sqpoll_idle{10};
+
 // --sqpoll: the kernel's thread submits; we look at the CQ ring without a
 // system call for up to `spin`, and sleep in io_uring_enter only if
-// nothing came.
-bool completion_within(const Ring& ring, std::chrono::microseconds spin) {
+// nothing came. A signal's flag also ends the look (false).
+bool completion_within(const Ring& ring, std::chrono::milliseconds spin) {
     const auto until = std::chrono::steady_clock::now() + spin;
     while (ring.completions_ready() == 0 && !ring.cq_overflowed()) {
-        if (stop_requested() || std::chrono::steady_clock::now() >= until) {
+        if (stop_requested() || status_request_pending() || std::chrono::steady_clock::now() >= until) {
             return false;
         }
     }
@@ -624,11 +635,11 @@ bool submit_and_wait(Server& server) {
     unsigned to_submit = waiting;
     if (server.settings.sqpoll) {
         to_submit = 0;  // the kernel's thread takes them
-        if (server.ring.sq_needs_wakeup()) {
-            flags |= IORING_ENTER_SQ_WAKEUP;
+        if (waiting > 0 && server.ring.sq_needs_wakeup()) {
+            flags |= IORING_ENTER_SQ_WAKEUP;  // SQEs are there, and the thread sleeps
             ++server.counters.wakeups;
-        } else if (completion_within(server.ring, std::chrono::microseconds(2000))) {
-            return true;
+        } else if (completion_within(server.ring, sqpoll_idle) || stop_requested() || status_request_pending()) {
+            return true;  // a CQE to reap, or a signal's flag to look at: no system call
         }
     }
     ++server.counters.enter_calls;
@@ -649,6 +660,7 @@ void cancel_everything(Server& server, DescriptorReserve& reserve) {
     if (server.in_flight == 0) {
         return;
     }
+    server.log("%llu requests in flight cancelled", static_cast<unsigned long long>(server.in_flight));
     for (auto& [key, connection] : server.connections) {
         connection->failed = true;  // no new request for anyone
         connection->cancelled_all = true;
@@ -656,16 +668,7 @@ void cancel_everything(Server& server, DescriptorReserve& reserve) {
     io_uring_sqe& sqe = next_sqe(server, nullptr, Purpose::cancel);
     sqe.opcode = IORING_OP_ASYNC_CANCEL;
     sqe.cancel_flags = IORING_ASYNC_CANCEL_ANY;
-    while (server.in_flight > 0) {
-        const unsigned waiting = server.ring.publish();
-        ++server.counters.enter_calls;
-        if (io_uring_enter(server.ring.fd(), server.settings.sqpoll ? 0 : waiting, 1,
-                           IORING_ENTER_GETEVENTS | (server.settings.sqpoll ? IORING_ENTER_SQ_WAKEUP : 0),
-                           nullptr) == -1 &&
-            errno != EINTR && errno != EBUSY && errno != EAGAIN) {
-            report_failure("io_uring_enter", errno);
-            return;
-        }
+    while (server.in_flight > 0 && submit_and_wait(server)) {
         server.ring.for_each_completion([&](const io_uring_cqe& cqe) { complete(server, cqe, reserve); });
     }
 }
@@ -690,7 +693,7 @@ Ring set_up_ring(const Settings& settings, std::string& failed_call) {
     params.cq_entries = settings.entries * 4;
     if (settings.sqpoll) {
         params.flags |= IORING_SETUP_SQPOLL;
-        params.sq_thread_idle = 100;  // ms without SQEs before the thread sleeps (IORING_SQ_NEED_WAKEUP)
+        params.sq_thread_idle = static_cast<std::uint32_t>(sqpoll_idle.count());  // ms, then IORING_SQ_NEED_WAKEUP
     }
     return Ring(settings.entries, params, failed_call);
 }

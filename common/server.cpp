@@ -171,6 +171,8 @@ bool status_requested() noexcept {
     return status_flag.exchange(0) != 0;  // cleared: requests before this look are one line
 }
 
+bool status_request_pending() noexcept { return status_flag.load() != 0; }
+
 bool stop_signal_pending() noexcept {
     sigset_t pending;
     if (::sigpending(&pending) == -1) {

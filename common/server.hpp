@@ -113,6 +113,11 @@ void install_status_handler();
 // requests before one look give one status line.
 bool status_requested() noexcept;
 
+// True if SIGUSR1 came and status_requested() has not taken it yet, without
+// clearing it: for a loop that polls memory instead of sleeping in a
+// system call (09's uring_server --sqpoll), to know when to go round.
+bool status_request_pending() noexcept;
+
 // For a server that waits in pselect, ppoll or io_pgetevents, which take a
 // signal mask for the time they wait: installs the stop and status handlers,
 // then blocks SIGINT and SIGTERM everywhere but in that wait, and returns the

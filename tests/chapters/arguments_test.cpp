@@ -9,7 +9,7 @@
 //
 // Each table row is one case: a program, its arguments, and what it must
 // say. The programs come from CMake (argument_programs.inc: every chapter
-// program whose name does not start with "server"), so a new program is in
+// program whose name does not contain "server"), so a new program is in
 // the --help and unknown-option claims at once, and the last test case
 // fails until it has rows of its own here.
 
@@ -145,6 +145,10 @@ std::vector<UsageError> path_errors(const TemporaryDirectory& directory) {
         {"09-aio-kernel/aio_copy", {a}, "SRC and DST are needed"},
         {"09-aio-kernel/aio_copy", {"", b}, "bad SRC DST '' (two paths)"},
         {"09-aio-kernel/aio_copy", {a, b, "extra"}, "bad SRC DST 'extra' (two paths)"},
+        {"09-aio-kernel/uring_copy", {}, "SRC and DST are needed"},
+        {"09-aio-kernel/uring_copy", {a}, "SRC and DST are needed"},
+        {"09-aio-kernel/uring_copy", {"", b}, "bad SRC DST '' (two paths)"},
+        {"09-aio-kernel/uring_copy", {a, b, "extra"}, "bad SRC DST 'extra' (two paths)"},
         {"10-aio-posix/aio_copy", {}, "SRC and DST are needed"},
         {"10-aio-posix/aio_copy", {a}, "SRC and DST are needed"},
         {"10-aio-posix/aio_copy", {a, ""}, "bad SRC DST '' (two paths)"},
@@ -194,6 +198,15 @@ std::vector<UsageError> option_errors(const TemporaryDirectory& directory) {
         {"09-aio-kernel/aio_copy", {src, dst, "--eventfd=1"}, "option '--eventfd' takes no value"},
         {"09-aio-kernel/aio_copy", {src, dst, "--quiet=yes"}, "option '--quiet' takes no value"},
 
+        {"09-aio-kernel/uring_copy", {src, dst, "--depth", "0"}, "bad value '0' for --depth N"},
+        {"09-aio-kernel/uring_copy", {src, dst, "--depth", "32769"}, "bad value '32769' for --depth N"},
+        {"09-aio-kernel/uring_copy", {src, dst, "--depth", "eight"}, "bad value 'eight' for --depth N"},
+        {"09-aio-kernel/uring_copy", {src, dst, "--block-size", "0"}, "bad value '0' for --block-size N"},
+        {"09-aio-kernel/uring_copy", {src, dst, "--block-size", "1M"}, "bad value '1M' for --block-size N"},
+        {"09-aio-kernel/uring_copy", {src, dst, "--block-size", "6000"}, "--block-size must be a multiple of 4096"},
+        {"09-aio-kernel/uring_copy", {src, dst, "--direct=yes"}, "option '--direct' takes no value"},
+        {"09-aio-kernel/uring_copy", {src, dst, "--quiet=yes"}, "option '--quiet' takes no value"},
+
         {"10-aio-posix/aio_copy", {src, dst, "--depth", "0"}, "bad value '0' for --depth N"},
         {"10-aio-posix/aio_copy", {src, dst, "--depth", "-1"}, "bad value '-1' for --depth N"},
         {"10-aio-posix/aio_copy", {src, dst, "--depth", "1025"}, "bad value '1025' for --depth N"},
@@ -231,6 +244,9 @@ std::vector<SetupFailure> path_failures(const TemporaryDirectory& directory) {
         {"09-aio-kernel/aio_copy", {subdirectory, dst}, subdirectory + ": not a regular file", true, dst},
         {"09-aio-kernel/aio_copy", {src, nowhere}, "open " + nowhere + no_such_file},
         {"09-aio-kernel/aio_copy", {src, subdirectory}, "open " + subdirectory + ": Is a directory [EISDIR]"},
+        // (Its DST rows need io_uring: the ring comes before DST. They are in 09_uring_copy_test.cpp.)
+        {"09-aio-kernel/uring_copy", {missing, dst}, "open " + missing + no_such_file, true, dst},
+        {"09-aio-kernel/uring_copy", {subdirectory, dst}, subdirectory + ": not a regular file", true, dst},
 
         {"10-aio-posix/aio_copy", {missing, dst}, "open " + missing + no_such_file, true, dst},
         {"10-aio-posix/aio_copy", {subdirectory, dst}, subdirectory + ": not a regular file", true, dst},

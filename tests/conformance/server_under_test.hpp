@@ -16,7 +16,7 @@ enum class Model {
     process_per_connection,  // a child per client: children must be reaped
     thread_per_connection,   // a thread per client: threads must end
     event_loop,              // one thread, many connections (03 ... 10)
-    busy_polling,            // 02: one thread that never sleeps; it spins by design
+    busy_polling,            // 02, and 09's uring_server --sqpoll: it polls by design
 };
 
 struct ServerUnderTest {

@@ -380,7 +380,11 @@ Findings serves_one_client_at_a_time_blocking(const Session& session) {
     if (const int created = processes_created(session) + threads_created(session); created > 0) {
         found.push_back(std::to_string(created) + " processes or threads created: one serves them all here");
     }
-    return found;
+    int reads = 0;
+    for (const Syscall& call : session.trace.calls) {
+        reads += is_read(call) && is_client(session, call);
+    }
+    return found + at_least(reads, 1, "reads of client sockets (read, recv, recvfrom)");
 }
 
 Findings forks_a_child_per_connection(const Session& session) {
