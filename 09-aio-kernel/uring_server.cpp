@@ -110,6 +110,7 @@ struct Counters {
     std::uint64_t short_sends = 0;  // SENDs that took fewer bytes than asked: the rest sent again
     std::uint64_t wakeups = 0;  // --sqpoll: io_uring_enter(IORING_ENTER_SQ_WAKEUP)
     std::uint64_t no_buffer = 0;  // --multishot: receives that found the buffer ring empty
+    std::uint64_t cq_overflows = 0;  // rounds that found the CQ ring overflowed (IORING_SQ_CQ_OVERFLOW)
 
     [[nodiscard]] std::vector<Count> list(const Settings& settings) const {
         std::vector<Count> counts{{connections, "connections"},
@@ -126,6 +127,7 @@ struct Counters {
         if (settings.mode == Mode::multishot) {
             counts.push_back({no_buffer, "receives without a free buffer"});
         }
+        counts.push_back({cq_overflows, "CQ overflows"});
         return counts;
     }
 };
@@ -296,12 +298,17 @@ void arm_receive(Server& server, Connection& connection) {
         sqe.buf_group = BufferRing::group;
         return;
     }
+    // Lab: a single-shot RECV: queue a Chunk of its own (up to 64 KiB, and no more than the 4 MiB limit leaves:
+    // Lab: PendingOutput::default_limit - connection.held) at the back of connection.outgoing, and point the
+    // Lab: SQE's addr and len at it. Its CQE says how many bytes the kernel put there (received() fills in length).
+    // Lab stub: static_cast<void>(sqe);
     const std::size_t size = std::min<std::size_t>(64 * 1024, PendingOutput::default_limit - connection.held);
     Chunk& chunk = connection.outgoing.emplace_back();  // filled by the CQE; sent once it is
     chunk.own.resize(size);
     chunk.data = chunk.own.data();
     sqe.addr = reinterpret_cast<std::uint64_t>(chunk.data);
     sqe.len = static_cast<std::uint32_t>(size);
+    // Lab end.
 }
 
 // A SEND of the front chunk's unsent bytes, if none is in flight.
@@ -313,6 +320,9 @@ void arm_send(Server& server, Connection& connection) {
     if (chunk.length == 0) {
         return;  // the buffer of a RECV still in flight: nothing in it yet
     }
+    // Lab: take an SQE (next_sqe, Purpose::send) and fill a SEND of the chunk's unsent bytes, from
+    // Lab: chunk.data + chunk.sent, with MSG_NOSIGNAL; then mark the connection as sending (one SEND at a time).
+    // Lab stub: static_cast<void>(server), static_cast<void>(chunk);
     io_uring_sqe& sqe = next_sqe(server, &connection, Purpose::send);
     sqe.opcode = IORING_OP_SEND;
     sqe.fd = connection.fd.get();
@@ -320,6 +330,7 @@ void arm_send(Server& server, Connection& connection) {
     sqe.len = static_cast<std::uint32_t>(chunk.length - chunk.sent);
     sqe.msg_flags = MSG_NOSIGNAL;  // a peer gone: -EPIPE in the CQE, not a SIGPIPE
     connection.sending = true;
+    // Lab end.
 }
 
 // After an error: cancels every request in flight on the connection's
@@ -748,6 +759,10 @@ int main(int argc, char** argv) {
             break;
         }
         server.ring.for_each_completion([&](const io_uring_cqe& cqe) { complete(server, cqe, reserve); });
+        // More CQEs came than the CQ ring holds: the kernel keeps them
+        // aside (IORING_FEAT_NODROP), and the next io_uring_enter with
+        // IORING_ENTER_GETEVENTS moves them in.
+        server.counters.cq_overflows += server.ring.cq_overflowed();
     }
     cancel_everything(server, reserve);
     server.connections.clear();

@@ -375,6 +375,27 @@ tour_09_aio_kernel() {
     start_server aio_kernel_server "$dir/server" 0
     expect_echo "$client" "${SERVER_PORT[aio_kernel_server]}" hello from the tour
     stop_server aio_kernel_server
+
+    heading "09-aio-kernel, part two: io_uring, the kernel waits and copies; a CQE says done"
+    step "uring_copy of the same file, 8 requests in flight"
+    if ! "$dir/uring_copy" "$TOUR_TMP/aio.src" "$TOUR_TMP/uring.dst" --depth 8 --quiet >"$TOUR_TMP/aio.out" 2>&1; then
+        if grep -q 'io_uring is switched off' "$TOUR_TMP/aio.out"; then
+            show "skipped: $(head -n 1 "$TOUR_TMP/aio.out")"  # kernel.io_uring_disabled, or seccomp
+            return
+        fi
+        fail "uring_copy: $(cat "$TOUR_TMP/aio.out")"
+    fi
+    cmp -s "$TOUR_TMP/aio.src" "$TOUR_TMP/uring.dst" || fail "uring_copy: the copy differs from the source"
+    show "$(cat "$TOUR_TMP/aio.out")"
+    show "cmp: the copy is identical"
+
+    local mode name
+    for mode in "" --multishot; do
+        name=uring_server${mode:+_${mode#--}}  # uring_server, uring_server_multishot
+        start_server "$name" "$dir/uring_server" 0 ${mode:+"$mode"}
+        expect_echo "$client" "${SERVER_PORT[$name]}" hello from the tour
+        stop_server "$name"
+    done
 }
 
 # 10-aio-posix: glibc's AIO, done by helper threads.

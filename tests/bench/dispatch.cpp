@@ -3,7 +3,10 @@
 // test/bench.c method: N socketpairs, A of them primed with one byte, every
 // byte read from pair i writes one byte to pair i+1 until 1000 writes are
 // chained). The time per event is the mechanism's cost plus one read() and
-// one write().
+// one write(). io_uring's POLL_ADD is timed as kernel AIO's IOCB_CMD_POLL:
+// the requests are submitted before the clock starts, and every one that
+// completes is submitted again (in the same io_uring_enter that waits for
+// the next CQE: one system call per round where AIO needs two).
 #include "dispatch.hpp"
 
 #include <errno.h>
@@ -21,8 +24,10 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <memory>
 
 #include "09-aio-kernel/aio_abi.hpp"
+#include "09-aio-kernel/uring_abi.hpp"
 #include "common/net.hpp"
 #include "common/unique_fd.hpp"
 #include "support.hpp"
@@ -176,8 +181,20 @@ const char* name_of(Mechanism mechanism) {
         case Mechanism::epoll_et: return "epoll ET";
         case Mechanism::rtsig: return "RT signals";
         case Mechanism::aio_poll: return "AIO poll";
+        case Mechanism::uring_poll: return "io_uring POLL_ADD";
+        case Mechanism::uring_poll_multishot: return "io_uring POLL_ADD multishot";
     }
     return "?";
+}
+
+const std::string& io_uring_unavailable() {
+    static const std::string reason = [] {
+        io_uring_params params{};
+        std::string failed_call;
+        const Ring ring(8, params, failed_call);
+        return ring ? std::string() : iomodels::describe_failure(failed_call, errno);
+    }();
+    return reason;
 }
 
 Pairs::Pairs(int count) {
@@ -272,6 +289,8 @@ double Pairs::run(Mechanism mechanism, int active, int chained) {
     std::vector<iocb> requests;
     std::vector<iocb*> to_submit;
     std::vector<int> index_of;  // rtsig: descriptor -> pair
+    std::unique_ptr<Ring> ring;
+    const bool multishot = mechanism == Mechanism::uring_poll_multishot;
     const sigset_t signals = dispatch_signals();
     sigset_t saved_mask;
     const auto submit = [&] {
@@ -283,6 +302,27 @@ double Pairs::run(Mechanism mechanism, int active, int chained) {
             done += static_cast<std::size_t>(n);
         }
         to_submit.clear();
+    };
+    // io_uring: submits the SQEs prepared and, if `wait`, sleeps until a CQE
+    // is there, in one io_uring_enter.
+    const auto enter = [&](bool wait) {
+        const unsigned prepared = ring->publish();
+        if (io_uring_enter(ring->fd(), prepared, wait ? 1 : 0, wait ? IORING_ENTER_GETEVENTS : 0, nullptr) == -1 &&
+            errno != EINTR) {
+            fail("io_uring_enter", errno);
+        }
+    };
+    const auto arm = [&](int index) {
+        io_uring_sqe* sqe = ring->get_sqe();
+        while (sqe == nullptr) {  // the SQ ring is full: hand it to the kernel first
+            enter(false);
+            sqe = ring->get_sqe();
+        }
+        sqe->opcode = IORING_OP_POLL_ADD;
+        sqe->fd = readers_[static_cast<std::size_t>(index)];
+        sqe->poll32_events = POLLIN;
+        sqe->len = multishot ? IORING_POLL_ADD_MULTI : 0;
+        sqe->user_data = static_cast<std::uint64_t>(index);
     };
     switch (mechanism) {
         case Mechanism::epoll_lt:
@@ -326,6 +366,25 @@ double Pairs::run(Mechanism mechanism, int active, int chained) {
             }
             submit();
             break;
+        case Mechanism::uring_poll:
+        case Mechanism::uring_poll_multishot: {
+            // A CQ ring with room for a CQE of every request: it cannot overflow.
+            io_uring_params params{};
+            params.flags = IORING_SETUP_CQSIZE;
+            params.cq_entries = 2 * static_cast<unsigned>(count);
+            std::string failed_call;
+            ring = std::make_unique<Ring>(1024, params, failed_call);
+            if (!*ring) {
+                fail(failed_call, errno);  // the caller asked io_uring_unavailable() first
+            }
+            for (int i = 0; i < count; ++i) {
+                arm(i);
+            }
+            while (ring->publish() > 0) {
+                enter(false);
+            }
+            break;
+        }
         case Mechanism::select: break;
     }
 
@@ -413,6 +472,24 @@ double Pairs::run(Mechanism mechanism, int active, int chained) {
                 submit();
                 break;
             }
+            case Mechanism::uring_poll:
+            case Mechanism::uring_poll_multishot:
+                // One system call: the re-armed POLL_ADDs go in, and it
+                // sleeps until a CQE is there.
+                enter(true);
+                ring->for_each_completion([&](const io_uring_cqe& completion) {
+                    if (completion.res < 0) {
+                        fail("IORING_OP_POLL_ADD", -completion.res);
+                    }
+                    const auto index = static_cast<int>(completion.user_data);
+                    drain(index);
+                    // One-shot: it is done. Multishot: it goes on while
+                    // IORING_CQE_F_MORE says so.
+                    if (!multishot || (completion.flags & IORING_CQE_F_MORE) == 0) {
+                        arm(index);
+                    }
+                });
+                break;
         }
     }
     const double elapsed = seconds_since(start) * 1e6;
@@ -426,6 +503,8 @@ double Pairs::run(Mechanism mechanism, int active, int chained) {
         ::pthread_sigmask(SIG_SETMASK, &saved_mask, nullptr);
     } else if (mechanism == Mechanism::aio_poll) {
         io_destroy(context);  // cancels the polls still waiting
+    } else if (ring) {
+        ring.reset();  // closing the ring cancels the polls still waiting
     }
     if (read_bytes != expected || written != expected) {
         fail(std::string(name_of(mechanism)) + " dispatch run lost or invented bytes: wrote " +

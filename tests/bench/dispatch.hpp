@@ -22,10 +22,24 @@ double in_thread_round_trip_us(int round_trips);
 // epoll_wait, as the load generator does.
 double ping_pong_round_trip_us(int round_trips, int server_cpu);
 
-enum class Mechanism { select, poll, epoll_lt, epoll_et, rtsig, aio_poll };
-inline constexpr Mechanism all_mechanisms[] = {Mechanism::select,   Mechanism::poll,  Mechanism::epoll_lt,
-                                               Mechanism::epoll_et, Mechanism::rtsig, Mechanism::aio_poll};
+// uring_poll: one-shot IORING_OP_POLL_ADD requests, each re-armed after
+// its CQE as aio_poll re-arms IOCB_CMD_POLL (09's uring_server --poll);
+// uring_poll_multishot: IORING_POLL_ADD_MULTI, armed once, which is fairer
+// to io_uring (no re-arming at all), shown as a row of its own.
+enum class Mechanism { select, poll, epoll_lt, epoll_et, rtsig, aio_poll, uring_poll, uring_poll_multishot };
+inline constexpr Mechanism all_mechanisms[] = {Mechanism::select,     Mechanism::poll,     Mechanism::epoll_lt,
+                                               Mechanism::epoll_et,   Mechanism::rtsig,    Mechanism::aio_poll,
+                                               Mechanism::uring_poll, Mechanism::uring_poll_multishot};
 const char* name_of(Mechanism mechanism);
+inline bool uses_io_uring(Mechanism mechanism) {
+    return mechanism == Mechanism::uring_poll || mechanism == Mechanism::uring_poll_multishot;
+}
+
+// Why io_uring cannot be used here ("io_uring_setup 8: Operation not
+// permitted [EPERM]", switched off by sysctl kernel.io_uring_disabled or a
+// seccomp profile), or empty where it can. Asked once; the io_uring rows
+// of the report are skipped with this reason, never failed.
+const std::string& io_uring_unavailable();
 
 // N socketpairs that every mechanism watches in turn.
 class Pairs {

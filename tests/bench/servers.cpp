@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <tuple>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -59,6 +60,41 @@ void pin_this_thread(int cpu) {
     if (::sched_setaffinity(0, sizeof cpus, &cpus) == -1) {
         fail("sched_setaffinity CPU " + std::to_string(cpu), errno);
     }
+}
+
+CpuTicks cpu_ticks(int cpu) {
+    CpuTicks ticks;
+    if (cpu < 0) {
+        return ticks;
+    }
+    std::ifstream stat("/proc/stat");
+    const std::string name = "cpu" + std::to_string(cpu);
+    for (std::string line; std::getline(stat, line);) {
+        std::istringstream fields(line);
+        std::string first;
+        fields >> first;
+        if (first != name) {
+            continue;
+        }
+        // user nice system idle iowait irq softirq steal (guest time is in user already)
+        std::uint64_t value[8] = {};
+        for (std::uint64_t& v : value) {
+            fields >> v;
+        }
+        for (int i = 0; i < 8; ++i) {
+            ticks.all += value[i];
+            ticks.busy += (i == 3 || i == 4) ? 0 : value[i];
+        }
+        break;
+    }
+    return ticks;
+}
+
+double busy_share(const CpuTicks& before, const CpuTicks& after) {
+    if (after.all <= before.all) {
+        return -1;
+    }
+    return static_cast<double>(after.busy - before.busy) / static_cast<double>(after.all - before.all);
 }
 
 namespace {
@@ -159,6 +195,33 @@ std::optional<pid_t> number(const char* name) {
         return std::nullopt;
     }
     return static_cast<pid_t>(value);
+}
+
+// Pins every thread of `pid` to `cpu`. A thread inherits its creator's
+// CPUs, but the kernel may place one of its own elsewhere: io_uring's SQ
+// polling thread (iou-sqp-PID) is a thread of the server's process, and on
+// some kernels it may run on every CPU, the load generator's too.
+void pin_threads(pid_t pid, int cpu) {
+    DIR* tasks = ::opendir(("/proc/" + std::to_string(pid) + "/task").c_str());
+    if (tasks == nullptr) {
+        return;
+    }
+    while (const dirent* entry = ::readdir(tasks)) {
+        const auto tid = number(entry->d_name);
+        cpu_set_t cpus;
+        if (!tid || ::sched_getaffinity(*tid, sizeof cpus, &cpus) == -1 ||
+            (CPU_COUNT(&cpus) == 1 && CPU_ISSET(cpu, &cpus))) {
+            continue;
+        }
+        CPU_ZERO(&cpus);
+        CPU_SET(cpu, &cpus);
+        if (::sched_setaffinity(*tid, sizeof cpus, &cpus) == -1) {
+            const std::string comm = read_file("/proc/" + std::to_string(pid) + "/task/" + entry->d_name + "/comm");
+            progress("  thread %d (%s) of the server could not be pinned to CPU %d: %s", *tid,
+                     comm.substr(0, comm.find('\n')).c_str(), cpu, std::strerror(errno));
+        }
+    }
+    ::closedir(tasks);
 }
 
 int open_pidfd(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
@@ -286,6 +349,9 @@ std::optional<RunningServer> RunningServer::start(const ServerSpec& spec, int cp
         }
     }
     server.port_ = port;
+    if (cpu >= 0 && !spec.external()) {
+        pin_threads(pid, cpu);
+    }
     return server;
 }
 
@@ -373,40 +439,33 @@ std::optional<std::vector<std::pair<std::string, std::uint64_t>>> RunningServer:
     return std::nullopt;
 }
 
-std::optional<std::vector<std::pair<std::string, std::uint64_t>>> RunningServer::count_with_perf(
-    const std::function<bool()>& workload, std::string& error) const {
-    char directory[] = "/tmp/bench-perf-XXXXXX";
-    if (::mkdtemp(directory) == nullptr) {
-        fail("mkdtemp", errno);
-    }
-    const std::string base = directory, control = base + "/control", ack = base + "/ack", output = base + "/counts";
+namespace {
+
+// Runs `perf SUBCOMMAND -D -1 --control ... ARGUMENTS` off the server's
+// CPU `cpu`, turns its events on, runs `workload`, turns them off and ends
+// perf (SIGINT: it writes its output). `directory` holds the control FIFOs.
+// False, with `error` set, if perf did not answer or the workload failed.
+bool perf_during(const std::string& subcommand, const std::vector<std::string>& arguments, int cpu,
+                 const std::string& directory, const std::function<bool()>& workload, std::string& error) {
+    const std::string control = directory + "/control", ack = directory + "/ack";
     if (::mkfifo(control.c_str(), 0600) == -1 || ::mkfifo(ack.c_str(), 0600) == -1) {
         fail("mkfifo " + control, errno);
     }
     // O_RDWR: opening a FIFO does not wait for the other end to open it.
     const unique_fd control_fd(::open(control.c_str(), O_RDWR | O_CLOEXEC));
     const unique_fd ack_fd(::open(ack.c_str(), O_RDWR | O_CLOEXEC));
-    const std::string cpu = std::to_string(cpu_);
-    // Every system call (raw_syscalls), and by name the ones the servers
-    // make: naming all 350 would take perf 13 s to set up.
-    std::string events = "raw_syscalls:sys_enter";
-    for (const char* name : {"recvfrom", "sendto", "read", "write", "epoll_wait", "epoll_ctl", "ppoll", "pselect6",
-                             "rt_sigtimedwait", "rt_sigreturn", "io_submit", "io_pgetevents", "futex", "accept4",
-                             "clone3", "rt_sigprocmask"}) {
-        events += std::string(",syscalls:sys_enter_") + name;
-    }
-    std::vector<std::string> argv = {"perf", "stat", "-D", "-1", "--control", "fifo:" + control + "," + ack, "-a",
-                                     "-C", cpu, "-e", events, "-x", ",", "-o", output};
+    std::vector<std::string> argv = {"perf", subcommand, "-D", "-1", "--control", "fifo:" + control + "," + ack};
+    argv.insert(argv.end(), arguments.begin(), arguments.end());
     std::vector<char*> args = exec_arguments(argv);
     const pid_t perf = ::fork();
     if (perf == -1) {
         fail("fork", errno);
     }
     if (perf == 0) {
-        // perf itself stays off the CPU it counts.
+        // perf itself stays off the CPU it watches.
         cpu_set_t cpus;
         ::sched_getaffinity(0, sizeof cpus, &cpus);
-        CPU_CLR(cpu_, &cpus);
+        CPU_CLR(cpu, &cpus);
         ::sched_setaffinity(0, sizeof cpus, &cpus);
         const int null = ::open("/dev/null", O_RDWR);
         ::dup2(null, 1);
@@ -424,31 +483,89 @@ std::optional<std::vector<std::pair<std::string, std::uint64_t>>> RunningServer:
                wait_readable(ack_fd.get(), Clock::now() + std::chrono::seconds(30)) &&
                ::read(ack_fd.get(), answer, sizeof answer - 1) > 0 && std::string_view(answer).rfind("ack", 0) == 0;
     };
-    const auto clean_up = [&] {
+    const auto end_perf = [&] {
+        ::kill(perf, SIGINT);  // writes its output and ends
+        ::waitpid(perf, nullptr, 0);
+        reaped(perf);
         ::unlink(control.c_str());
         ::unlink(ack.c_str());
-        ::unlink(output.c_str());
-        ::rmdir(directory);
     };
     if (!order("enable")) {
         ::kill(perf, SIGKILL);
-        ::waitpid(perf, nullptr, 0);
-        reaped(perf);
-        clean_up();
-        error = "perf stat did not start counting within 30 s";
-        return std::nullopt;
+        end_perf();
+        error = "perf " + subcommand + " did not start within 30 s";
+        return false;
     }
     const bool worked = workload();
     const bool stopped = order("disable");
-    ::kill(perf, SIGINT);  // writes the counts and ends
-    ::waitpid(perf, nullptr, 0);
-    reaped(perf);
-    const std::string table = read_file(output);
-    clean_up();
+    end_perf();
     if (!worked || !stopped) {
-        error = worked ? "perf stat did not stop counting" : "the workload failed while perf counted";
+        error = worked ? "perf " + subcommand + " did not stop" : "the workload failed while perf ran";
+        return false;
+    }
+    return true;
+}
+
+// A temporary directory, removed with what is in it.
+class TemporaryDirectory {
+public:
+    explicit TemporaryDirectory(const char* prefix) : path_(std::string("/tmp/") + prefix + "-XXXXXX") {
+        if (::mkdtemp(path_.data()) == nullptr) {
+            fail("mkdtemp " + path_, errno);
+        }
+    }
+    TemporaryDirectory(const TemporaryDirectory&) = delete;
+    TemporaryDirectory& operator=(const TemporaryDirectory&) = delete;
+    ~TemporaryDirectory() {
+        if (DIR* directory = ::opendir(path_.c_str())) {
+            while (const dirent* entry = ::readdir(directory)) {
+                if (entry->d_name[0] != '.') {
+                    ::unlink((path_ + "/" + entry->d_name).c_str());
+                }
+            }
+            ::closedir(directory);
+        }
+        ::rmdir(path_.c_str());
+    }
+    [[nodiscard]] const std::string& path() const { return path_; }
+
+private:
+    std::string path_;
+};
+
+// The standard output of a shell command (perf report).
+std::string output_of(const std::string& command) {
+    std::string text;
+    if (FILE* pipe = ::popen(command.c_str(), "r")) {
+        char buffer[4096];
+        std::size_t n;
+        while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) {
+            text.append(buffer, n);
+        }
+        ::pclose(pipe);
+    }
+    return text;
+}
+
+}  // namespace
+
+std::optional<std::vector<std::pair<std::string, std::uint64_t>>> RunningServer::count_with_perf(
+    const std::function<bool()>& workload, std::string& error) const {
+    const TemporaryDirectory directory("bench-perf");
+    const std::string output = directory.path() + "/counts";
+    // Every system call (raw_syscalls), and by name the ones the servers
+    // make: naming all 350 would take perf 13 s to set up.
+    std::string events = "raw_syscalls:sys_enter";
+    for (const char* name : {"recvfrom", "sendto", "read", "write", "epoll_wait", "epoll_ctl", "ppoll", "pselect6",
+                             "rt_sigtimedwait", "rt_sigreturn", "io_submit", "io_pgetevents", "io_uring_enter",
+                             "futex", "accept4", "clone3", "rt_sigprocmask"}) {
+        events += std::string(",syscalls:sys_enter_") + name;
+    }
+    if (!perf_during("stat", {"-a", "-C", std::to_string(cpu_), "-e", events, "-x", ",", "-o", output}, cpu_,
+                     directory.path(), workload, error)) {
         return std::nullopt;
     }
+    const std::string table = read_file(output);
     // -x ,: "COUNT,UNIT,EVENT,..."; EVENT is syscalls:sys_enter_NAME or
     // raw_syscalls:sys_enter (all of them).
     std::vector<std::pair<std::string, std::uint64_t>> counts;
@@ -563,6 +680,90 @@ std::optional<std::vector<std::pair<std::string, std::uint64_t>>> RunningServer:
         return std::nullopt;
     }
     return counts;
+}
+
+std::optional<Profile> RunningServer::profile(const std::function<bool()>& workload, std::string& error) const {
+    if (cpu_ < 0 || !installed("perf")) {
+        error = cpu_ < 0 ? "the server is not pinned to a CPU of its own" : "perf is not installed";
+        return std::nullopt;
+    }
+    const TemporaryDirectory directory("bench-profile");
+    const std::string data = directory.path() + "/perf.data";
+    if (!perf_during("record", {"-e", "cpu-clock", "-C", std::to_string(cpu_), "-q", "-o", data}, cpu_,
+                     directory.path(), workload, error)) {
+        return std::nullopt;
+    }
+    // "    63.45%          3042  uring_server" (-n: the samples too), or
+    // "    12.10%           574  [k] tcp_sendmsg_locked".
+    const auto report = [&](const char* sort) {
+        std::vector<std::tuple<std::string, double, double>> rows;
+        std::istringstream lines(output_of("perf report -i '" + data + "' --stdio -q -n --sort " + sort +
+                                           " --percent-limit 0.5 2>/dev/null"));
+        for (std::string line; std::getline(lines, line);) {
+            std::istringstream fields(line);
+            std::string percent, rest;
+            double samples = 0;
+            if (!(fields >> percent >> samples) || percent.empty() || percent.back() != '%') {
+                continue;
+            }
+            std::getline(fields >> std::ws, rest);
+            rows.emplace_back(rest, std::strtod(percent.c_str(), nullptr), samples);
+        }
+        return rows;
+    };
+    Profile profile;
+    const auto commands = report("comm");
+    for (const auto& [command, percent, samples] : commands) {
+        // "iou-sqp-12345": the SQ thread, named after the process.
+        const std::size_t dash = command.rfind('-');
+        const bool numbered = dash != std::string::npos && dash + 1 < command.size() &&
+                              std::all_of(command.begin() + static_cast<std::ptrdiff_t>(dash) + 1, command.end(),
+                                          [](char c) { return std::isdigit(static_cast<unsigned char>(c)) != 0; });
+        profile.commands.emplace_back(numbered ? command.substr(0, dash) : command, percent);
+    }
+    if (!commands.empty() && std::get<1>(commands.front()) > 0) {
+        profile.samples = std::get<2>(commands.front()) * 100 / std::get<1>(commands.front());
+    }
+    for (const auto& [symbol, percent, samples] : report("sym")) {
+        if (profile.symbols.size() < 12) {
+            profile.symbols.emplace_back(symbol, percent);
+        }
+    }
+    if (profile.commands.empty()) {
+        error = "perf record took no sample";
+        return std::nullopt;
+    }
+    return profile;
+}
+
+std::optional<std::map<std::string, std::uint64_t>> RunningServer::status(std::string& error) const {
+    struct stat before{};
+    ::fstat(stderr_fd_, &before);
+    ::kill(pid_, SIGUSR1);
+    const auto deadline = Clock::now() + std::chrono::seconds(5);
+    for (;;) {
+        const std::string said = read_all(stderr_fd_).substr(static_cast<std::size_t>(before.st_size));
+        const std::size_t at = said.find("status: ");
+        const std::size_t end = at == std::string::npos ? at : said.find('\n', at);
+        if (end != std::string::npos) {
+            // "uring_server: status: 3 connections, 1536 bytes echoed, ..."
+            std::map<std::string, std::uint64_t> counts;
+            std::istringstream items(said.substr(at + 8, end - at - 8));
+            for (std::string item; std::getline(items >> std::ws, item, ',');) {
+                char* name = nullptr;
+                const std::uint64_t value = std::strtoull(item.c_str(), &name, 10);
+                if (name != item.c_str() && *name == ' ') {
+                    counts[name + 1] = value;
+                }
+            }
+            return counts;
+        }
+        if (Clock::now() > deadline) {
+            error = "no status line within 5 s of SIGUSR1";
+            return std::nullopt;
+        }
+        ::poll(nullptr, 0, 2);  // look again in 2 ms, until the deadline
+    }
 }
 
 std::string RunningServer::stop() {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@ struct ServerSpec {
     std::string command;            // external: a shell command with {port} in it
     int most_connections = 0;       // > 0: the most it can hold at once (select: FD_SETSIZE)
     bool one_at_a_time = false;     // 01's iterative server: one connection at a time
+    bool io_uring = false;          // 09's uring_server: skipped where io_uring is switched off
     [[nodiscard]] bool external() const { return !command.empty(); }
 };
 
@@ -28,6 +30,26 @@ struct TreeStats {
     double cpu_ns = 0;         // time on a CPU, every thread of every process
     double pss_kib = 0;        // proportional set size: shared pages divided among sharers
     int processes = 0, threads = 0;
+};
+
+// Time a CPU spent busy (user, system, interrupts, softirqs, steal) and in
+// all, from /proc/stat, in clock ticks: how busy the server's CPU and the
+// load generator's CPU were during a cell.
+struct CpuTicks {
+    std::uint64_t busy = 0, all = 0;
+};
+CpuTicks cpu_ticks(int cpu);
+// busy / all between two readings; -1 if unknown (no pinning, no /proc/stat).
+double busy_share(const CpuTicks& before, const CpuTicks& after);
+
+// Where the server's CPU time went during a cell: the most frequent symbols
+// of `perf record -e cpu-clock -C CPU` (a software clock: it works in a
+// virtual machine without hardware counters), and the share of samples in
+// each process name (the server, its io_uring SQ thread, idle).
+struct Profile {
+    std::vector<std::pair<std::string, double>> symbols;  // "[k] tcp_sendmsg_locked", percent
+    std::vector<std::pair<std::string, double>> commands;  // "uring_server", "swapper" (idle), percent
+    double samples = 0;
 };
 
 // How system calls are counted:
@@ -64,6 +86,16 @@ public:
     std::optional<std::vector<std::pair<std::string, std::uint64_t>>> count_syscalls(
         SyscallCounter counter, const std::function<bool()>& workload, std::string& error) const;
 
+    // `perf record` on the server's CPU while `workload` runs. nullopt, with
+    // `error` set, without perf or a pinned server.
+    std::optional<Profile> profile(const std::function<bool()>& workload, std::string& error) const;
+
+    // The server's counters so far: SIGUSR1, then its "status:" line
+    // ("3 connections, 1536 bytes echoed, 12 io_uring_enter calls") read
+    // back from its stderr, by name. nullopt, with `error` set, if no line
+    // comes within 5 s.
+    std::optional<std::map<std::string, std::uint64_t>> status(std::string& error) const;
+
     // SIGTERM, then up to 20 s to exit; SIGKILL to the group after that.
     // Returns what ended it ("exit 0", "killed by SIGKILL after 20 s").
     std::string stop();
@@ -78,7 +110,7 @@ private:
     pid_t pid_ = -1;
     int cpu_ = -1;
     std::uint16_t port_ = 0;
-    int stderr_fd_ = -1;  // a memfd: what the server said, shown when it fails to start
+    int stderr_fd_ = -1;  // a memfd: what the server said, shown when it fails to start, and its status lines
     bool stopped_ = false;
 };
 
