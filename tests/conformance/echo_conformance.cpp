@@ -110,7 +110,10 @@ void check_back_to_baseline(pid_t pid, const Resources& before, bool fewer_threa
         const int most = before.threads + sanitizer_threads;
         const bool threads_back = fewer_threads_ok ? after.threads <= most
                                                    : after.threads >= before.threads && after.threads <= most;
-        return after.descriptors == before.descriptors && threads_back && after.children == 0;
+        // Fewer descriptors are fine too: at the core level, the probe
+        // connection of start_command() may still have been open in the
+        // server when `before` was read. A leak shows as more.
+        return after.descriptors <= before.descriptors && threads_back && after.children == 0;
     });
     INFO("descriptors " << before.descriptors << " -> " << after.descriptors << ", threads " << before.threads
                         << " -> " << after.threads << ", children " << after.children << " (zombies "
