@@ -373,19 +373,8 @@ int main(int argc, char** argv) {
     Settings settings;
     const CommandLine command = command_line(settings);
     parse_command_line_or_exit(command, argc, argv);
-    // A write beyond RLIMIT_FSIZE raises SIGXFSZ, whose default action kills
-    // the process before it can remove the incomplete copy. Ignored, the
-    // write fails with EFBIG instead, and that is reported like any error.
-    if (::signal(SIGXFSZ, SIG_IGN) == SIG_ERR) {
-        report_failure("signal SIGXFSZ SIG_IGN", errno);
-        return 1;
-    }
-    if (settings.destination.empty() || settings.block_size % 4096 != 0) {
-        const char* problem =
-            settings.destination.empty() ? "SRC and DST are needed" : "--block-size must be a multiple of 4096";
-        std::fprintf(stderr, "%s: %s\n%s", program_name(), problem, usage_text(program_name(), command).c_str());
-        return 2;
-    }
+    require_operands_or_exit(settings.destination, settings.block_size, command);
+    ignore_file_size_signal_or_exit();  // a write past RLIMIT_FSIZE: EFBIG, reported, DST removed
 
     // SRC with O_DIRECT where its file system allows it, and buffered.
     CopyFiles files;

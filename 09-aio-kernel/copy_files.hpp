@@ -22,11 +22,26 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "common/errors.hpp"
 #include "common/files.hpp"
+#include "common/options.hpp"
 #include "common/unique_fd.hpp"
+
+// SRC and DST both given, and a --block-size that is a multiple of 4096;
+// otherwise says which is wrong, with the usage, and exits 2.
+inline void require_operands_or_exit(const std::string& destination, std::size_t block_size,
+                                     const iomodels::CommandLine& command) {
+    if (destination.empty() || block_size % 4096 != 0) {
+        const char* problem =
+            destination.empty() ? "SRC and DST are needed" : "--block-size must be a multiple of 4096";
+        std::fprintf(stderr, "%s: %s\n%s", iomodels::program_name(), problem,
+                     iomodels::usage_text(iomodels::program_name(), command).c_str());
+        std::exit(2);
+    }
+}
 
 struct CopyFiles {
     // Opened only when O_DIRECT is asked for (then with O_DIRECT where the

@@ -347,11 +347,7 @@ bool Copy::run() {
 
 int main(int argc, char** argv) {
     const Settings settings = parse_settings_or_exit(argc, argv);
-    // Past RLIMIT_FSIZE: EFBIG, reported, instead of death (see 09's aio_copy).
-    if (::signal(SIGXFSZ, SIG_IGN) == SIG_ERR) {
-        report_failure("signal SIGXFSZ SIG_IGN", errno);
-        return 1;
-    }
+    ignore_file_size_signal_or_exit();  // a write past RLIMIT_FSIZE: EFBIG, reported, DST removed
 
     const unique_fd source(::open(settings.source.c_str(), O_RDONLY | O_CLOEXEC));
     if (!source) {

@@ -1,8 +1,10 @@
 #include "common/files.hpp"
 
 #include <errno.h>
+#include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 
 #include "common/errors.hpp"
 
@@ -28,6 +30,13 @@ bool different_files(const std::string& source, const struct stat& source_info, 
         return false;
     }
     return true;
+}
+
+void ignore_file_size_signal_or_exit() {
+    if (::signal(SIGXFSZ, SIG_IGN) == SIG_ERR) {
+        report_failure("signal SIGXFSZ SIG_IGN", errno);
+        std::exit(1);
+    }
 }
 
 }  // namespace iomodels

@@ -17,4 +17,10 @@ bool stat_regular_file(int fd, const std::string& path, struct stat& info);
 // reported "PROGRAM: SRC and DST are the same file".
 bool different_files(const std::string& source, const struct stat& source_info, const std::string& destination);
 
+// A write past RLIMIT_FSIZE raises SIGXFSZ, whose default action kills the
+// process before it can remove an incomplete copy. Ignored, the write fails
+// with EFBIG instead, which the copy reports like any error. If signal()
+// fails, reports it and exits 1.
+void ignore_file_size_signal_or_exit();
+
 }  // namespace iomodels

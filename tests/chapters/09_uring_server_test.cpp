@@ -111,8 +111,9 @@ RingInfo ring_info(pid_t pid) {
 
 }  // namespace
 
-TEST_CASE("strace: uring_server by default and with --multishot: the ring copies: no accept4, recvfrom or sendto, and fewer "
-          "io_uring_enter calls than echoes") {
+TEST_CASE(
+    "strace: uring_server by default and with --multishot: the ring copies: no accept4, recvfrom or sendto, "
+    "and fewer io_uring_enter calls than echoes") {
     skip_unless_io_uring_available();
     skip_unless_strace_available();
     for (const char* mode : {"", "--multishot"}) {
@@ -155,7 +156,9 @@ TEST_CASE("strace: uring_server --poll: the ring only waits: the copies are recv
     CHECK_FALSE(trace.calls_named("io_uring_enter").empty());
 }
 
-TEST_CASE("uring_server: /proc/PID/fdinfo of the ring shows the requests waiting: RECV and ACCEPT, or POLL_ADD with --poll") {
+TEST_CASE(
+    "uring_server: /proc/PID/fdinfo of the ring shows the requests waiting: RECV and ACCEPT, or POLL_ADD "
+    "with --poll") {
     skip_unless_io_uring_available();
     struct Expected {
         const char* mode;
@@ -253,8 +256,9 @@ TEST_CASE("uring_server --sqpoll: SQEs published while the SQ thread sleeps are 
     CHECK(summary_count(summary, "SQ thread wakeups") == woken);
 }
 
-TEST_CASE("uring_server --multishot: when the buffer ring runs dry, receives go on in buffers of their own, and every byte "
-          "comes back") {
+TEST_CASE(
+    "uring_server --multishot: when the buffer ring runs dry, receives go on in buffers of their own, "
+    "and every byte comes back") {
     skip_unless_io_uring_available();
     Server server = start_server(URING_SERVER, {"--quiet", "--multishot"});
     // 24 clients that do not read take 256 KiB of the ring each (their
@@ -277,8 +281,9 @@ TEST_CASE("uring_server --multishot: when the buffer ring runs dry, receives go 
     CHECK(summary_count(summary, "receives without a free buffer") >= 1u);
 }
 
-TEST_CASE("uring_server finishes short SENDs: a client with a small receive buffer gets every byte, and the summary counts "
-          "them") {
+TEST_CASE(
+    "uring_server finishes short SENDs: a client with a small receive buffer gets every byte, and the "
+    "summary counts them") {
     skip_unless_io_uring_available();
     for (const char* mode : {"", "--multishot"}) {
         INFO("mode " << mode);
@@ -320,7 +325,9 @@ TEST_CASE("uring_server: more completions than its CQ ring holds (--entries 8: 3
     }
 }
 
-TEST_CASE("uring_server: SIGTERM cancels the requests in flight, a SEND to a client that never reads among them, and exits 0") {
+TEST_CASE(
+    "uring_server: SIGTERM cancels the requests in flight, a SEND to a client that never reads among "
+    "them, and exits 0") {
     skip_unless_io_uring_available();
     for (const char* mode : {"", "--multishot", "--poll", "--sqpoll"}) {
         INFO("mode " << mode);
@@ -340,7 +347,9 @@ TEST_CASE("uring_server: SIGTERM cancels the requests in flight, a SEND to a cli
     }
 }
 
-TEST_CASE("uring_server with io_uring switched off: the contract's error line, a hint naming the sysctl and seccomp, exit 1") {
+TEST_CASE(
+    "uring_server with io_uring switched off: the contract's error line, a hint naming the sysctl and "
+    "seccomp, exit 1") {
     const Completed denied = run({DENY_IO_URING, URING_SERVER, "0"});
     INFO(denied.err);
     CHECK(denied.status.exited);
