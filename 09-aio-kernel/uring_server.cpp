@@ -37,6 +37,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <memory>
 #include <span>
@@ -92,6 +93,7 @@ struct alignas(purpose_bits + 1) Connection {
     PendingOutput pending;  // --poll: what recv() got and send() has not taken
     bool receiving = false;  // a RECV (or, --poll, a POLL_ADD) in flight
     bool multishot = false;  // ... and it is a multishot RECV
+    bool ring_was_empty = false;  // the last multishot RECV ended with -ENOBUFS: the next is single-shot
     bool sending = false;    // a SEND in flight: one at a time keeps the bytes in order
     bool peer_finished = false;
     bool failed = false;           // an error: cancel what is in flight, then close
@@ -166,18 +168,13 @@ public:
     }
 
     [[nodiscard]] std::byte* buffer(unsigned id) const { return memory_.get() + id * buffer_size; }
-    [[nodiscard]] unsigned in_use() const { return in_use_; }
 
-    // A CQE named buffer `id`: it is ours until give_back.
-    void taken() { ++in_use_; }
-    void give_back(unsigned id) {
-        put(id);
-        --in_use_;
-    }
+    // A CQE named buffer `id`: it is ours until we give it back, which puts
+    // it at the ring's tail; the store-release of the tail hands it to the
+    // kernel again.
+    void give_back(unsigned id) { put(id); }
 
 private:
-    // Puts buffer `id` at the ring's tail; the store-release of the tail
-    // hands it to the kernel.
     void put(unsigned id) {
         auto* bufs = reinterpret_cast<io_uring_buf*>(ring_.get());
         io_uring_buf& slot = bufs[tail_ & (count - 1)];
@@ -191,7 +188,6 @@ private:
 
     unique_mapping ring_, memory_;
     std::uint16_t tail_ = 0;  // the ring's tail as we last wrote it (16 bits wide, and wraps)
-    unsigned in_use_ = 0;     // buffers named by a CQE and not given back
 };
 
 struct Server {
@@ -233,8 +229,13 @@ io_uring_sqe& next_sqe(Server& server, Connection* connection, Purpose purpose) 
         }
         const unsigned waiting = server.ring.publish();
         ++server.counters.enter_calls;
-        io_uring_enter(server.ring.fd(), server.settings.sqpoll ? 0 : waiting, 0,
-                       server.settings.sqpoll ? IORING_ENTER_SQ_WAKEUP | IORING_ENTER_SQ_WAIT : 0, nullptr);
+        if (io_uring_enter(server.ring.fd(), server.settings.sqpoll ? 0 : waiting, 0,
+                           server.settings.sqpoll ? IORING_ENTER_SQ_WAKEUP | IORING_ENTER_SQ_WAIT : 0,
+                           nullptr) == -1 &&
+            errno != EINTR && errno != EAGAIN) {  // EAGAIN: no memory for a request now; again
+            report_failure("io_uring_enter", errno);
+            std::exit(1);  // the ring itself is broken: nothing can be submitted or cancelled
+        }
     }
 }
 
@@ -291,7 +292,8 @@ void arm_receive(Server& server, Connection& connection) {
     sqe.fd = connection.fd.get();
     connection.receiving = true;
     connection.multishot = server.settings.mode == Mode::multishot && connection.held_in_ring < ring_share &&
-                           server.buffers.in_use() < BufferRing::count;
+                           !connection.ring_was_empty;
+    connection.ring_was_empty = false;
     if (connection.multishot) {
         sqe.ioprio = IORING_RECV_MULTISHOT;
         sqe.flags = IOSQE_BUFFER_SELECT;  // the kernel picks a buffer per CQE
@@ -500,7 +502,6 @@ void received(Server& server, Connection& connection, const io_uring_cqe& cqe) {
     connection.receiving = more;
     if ((cqe.flags & IORING_CQE_F_BUFFER) != 0) {
         const unsigned id = cqe.flags >> IORING_CQE_BUFFER_SHIFT;
-        server.buffers.taken();
         if (cqe.res <= 0) {
             server.buffers.give_back(id);
         } else {
@@ -533,6 +534,7 @@ void received(Server& server, Connection& connection, const io_uring_cqe& cqe) {
         connection.peer_finished = true;
     } else if (cqe.res == -ENOBUFS) {
         ++server.counters.no_buffer;  // the ring is empty: the next RECV uses a buffer of its own
+        connection.ring_was_empty = true;
         arm_receive(server, connection);
     } else if (cqe.res == -ECANCELED && !connection.failed) {
         arm_receive(server, connection);  // ended for the ring's share: go on in single-shot RECVs

@@ -624,6 +624,240 @@ std::string machine_facts(const Placement& placement) {
 
 std::string verdict(bool met) { return met ? "**met**" : "**missed**"; }
 
+// "97%", or "" when unknown.
+std::string percent(double share) { return share < 0 ? std::string() : format("%.0f%%", share * 100); }
+
+// A per-echo figure, or "" when unknown (< 0).
+std::string figure(double value, const char* how = "%.2f") { return value < 0 ? std::string() : format(how, value); }
+
+// The CSV columns every echo cell adds: CPU on each side, and an io_uring
+// server's counters per echo (-1: not measured).
+std::string cpu_and_counters_csv(const EchoCell& cell) {
+    return format("%.3f", cell.load_cpu_us) + "," + format("%.2f", cell.server_busy) + "," +
+           format("%.2f", cell.load_busy) + "," + format("%.3f", cell.enters) + "," + format("%.3f", cell.sqes) + "," +
+           format("%.3f", cell.cqes);
+}
+
+const char* short_name(SyscallCounter counter) {
+    return counter == SyscallCounter::perf ? "perf" : counter == SyscallCounter::strace ? "strace" : "nothing";
+}
+
+// Section 3's io_uring servers: io_uring_enter calls per echo, from the
+// server's counters and, in the syscall pass, also from perf (or strace).
+void uring_enters_table(std::ostringstream& md, const std::vector<EchoCell>& cells, SyscallCounter counter) {
+    std::string rows;
+    for (const EchoCell& cell : cells) {
+        if (cell.enters < 0 && cell.enters_counted < 0) {
+            continue;
+        }
+        std::string agree;
+        if (cell.enters_counted >= 0 && cell.enters_by_server >= 0) {
+            const double difference = std::abs(cell.enters_counted - cell.enters_by_server);
+            agree = difference <= 0.01 + 0.05 * std::max(cell.enters_counted, cell.enters_by_server) ? "yes" : "**no**";
+        }
+        rows += "| " + cell.server + " | " + std::to_string(cell.idle) + " | " + std::to_string(cell.active) + " | " +
+                figure(cell.enters, "%.3f") + " | " + figure(cell.sqes) + " | " + figure(cell.cqes) + " | " +
+                figure(cell.enters_counted, "%.3f") + " | " + figure(cell.enters_by_server, "%.3f") + " | " + agree +
+                " |\n";
+    }
+    if (rows.empty()) {
+        return;
+    }
+    md << "io_uring servers: `io_uring_enter` calls, SQEs and CQEs per echo, from the server's own counters "
+          "(SIGUSR1 status lines before and after the timed runs). In the syscall pass (C = the larger value) "
+       << short_name(counter)
+       << " counts `io_uring_enter` too, beside the server's counters over the same pass: the two must agree.\n\n"
+          "| server | K idle | C active | io_uring_enter/echo | SQEs/echo | CQEs/echo | syscall pass: io_uring_enter/echo, "
+       << short_name(counter) << " | the same, server's counter | agree |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n"
+       << rows << "\n";
+}
+
+// Section 4: CPU per echo on each side, and how busy each CPU was, at one size.
+void cpu_table(std::ostringstream& md, const std::vector<EchoCell>& cells, const std::vector<std::string>& names,
+               const std::vector<int>& actives, std::size_t size) {
+    md << "### CPU per echo, " << size
+       << "-byte messages\n\nµs of CPU per echo, the server's / the load generator's, and in brackets how busy the "
+          "server's CPU / the generator's CPU was (/proc/stat). A CPU busy ≥ "
+       << format("%.0f", EchoCell::generator_limit * 100)
+       << "% is the limit: where it is the generator's, the server could go faster than measured.\n\n| server |";
+    for (const int active : actives) {
+        md << " C = " << active << " |";
+    }
+    md << "\n|---|";
+    for (std::size_t i = 0; i < actives.size(); ++i) {
+        md << "---:|";
+    }
+    md << "\n";
+    for (const std::string& name : names) {
+        md << "| " << name << " |";
+        for (const int active : actives) {
+            const EchoCell* cell = find(cells, name, 0, active, size);
+            md << " "
+               << (cell == nullptr ? std::string("—")
+                                   : format("%.2f", cell->cpu_us) + " / " + format("%.2f", cell->load_cpu_us) + " (" +
+                                         percent(cell->server_busy) + " / " + percent(cell->load_busy) + ")")
+               << " |";
+        }
+        md << "\n";
+    }
+    md << "\n";
+}
+
+bool is_uring(const std::string& name) { return name.rfind("09-aio-kernel/uring_server", 0) == 0; }
+
+// Section 6: io_uring's servers beside epoll ET in the cell of the targets.
+void uring_section(std::ostringstream& md, const Settings& settings, const Placement& placement,
+                   const Results& results) {
+    const int active = target_active(settings);
+    const std::size_t size = target_size(settings);
+    std::vector<const EchoCell*> rows;
+    for (const EchoCell& cell : results.concurrency) {
+        if (cell.active == active && cell.size == size &&
+            (cell.server == "06-epoll-et/server" || is_uring(cell.server))) {
+            rows.push_back(&cell);
+        }
+    }
+    if (rows.empty()) {
+        return;
+    }
+    const std::string server_cpu = placement.server_cpu < 0 ? "the one CPU" : "CPU " + std::to_string(placement.server_cpu);
+    const std::string load_cpu = placement.load_cpu < 0 ? "the same CPU" : "CPU " + std::to_string(placement.load_cpu);
+    md << "## 6. io_uring against epoll ET, C = " << active << ", " << size << " B\n\n"
+       << "The cell of the io_uring targets, from section 4 (no idle connections). CPU per echo: the server's process "
+          "clock (every thread; --sqpoll's SQ thread is one, pinned with the rest to "
+       << server_cpu << ") and the load generator's thread (" << load_cpu
+       << "). Busy: the share of each CPU's time that was not idle (/proc/stat) over the timed runs. System calls per "
+          "echo: a separate pass of "
+       << (settings.quick ? 4 : 40) << " echoes per connection, counted by " << name_of(results.syscall_counter)
+       << ". io_uring_enter, SQEs and CQEs per echo: the server's own counters over the timed runs.\n\n"
+       << "| server | echoes/s | server CPU µs/echo | generator CPU µs/echo | server CPU busy | generator CPU busy | "
+          "syscalls/echo | most frequent, per echo | io_uring_enter/echo | SQEs/echo | CQEs/echo |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n";
+    for (const EchoCell* cell : rows) {
+        md << "| " << cell->server << " | ";
+        if (!cell->missing.empty()) {
+            md << "— | | | | | | " << cell->missing << " | | | |\n";
+            continue;
+        }
+        md << show(cell->rate, 0) << " | " << format("%.2f", cell->cpu_us) << " | " << format("%.2f", cell->load_cpu_us)
+           << " | " << percent(cell->server_busy) << " | " << percent(cell->load_busy) << " | " << figure(cell->syscalls)
+           << " | " << cell->top_calls << " | " << figure(cell->enters, "%.3f") << " | " << figure(cell->sqes) << " | "
+           << figure(cell->cqes) << " |\n";
+    }
+    md << "\n";
+    if (results.profiles.empty()) {
+        return;
+    }
+    md << "### Where the server's CPU went\n\n`perf record -e cpu-clock -C " << placement.server_cpu
+       << "` (a software clock: no hardware counters needed) during one more run of the cell ("
+       << format("%.1f", settings.window * 4 / 3)
+       << " s). Every sample is of the server's CPU, whoever ran there: µs per echo = share of the samples × "
+          "the time recorded ÷ the echoes. `swapper` is the CPU idle.\n\n";
+    for (const ProfiledCell& cell : results.profiles) {
+        const double us_per_percent =
+            cell.echoes == 0 ? 0 : cell.seconds * 1e6 / static_cast<double>(cell.echoes) / 100;
+        md << "**" << cell.server << "**: " << cell.echoes << " echoes in " << format("%.2f", cell.seconds) << " s, "
+           << format("%.0f", cell.profile.samples) << " samples.\n\n| on CPU " << placement.server_cpu
+           << " | kernel, µs/echo | user, µs/echo | share |\n|---|---:|---:|---:|\n";
+        for (const Profile::Share& share : cell.profile.commands) {
+            md << "| " << share.command << " | " << format("%.2f", share.kernel * us_per_percent) << " | "
+               << format("%.2f", share.user * us_per_percent) << " | " << format("%.1f%%", share.kernel + share.user)
+               << " |\n";
+        }
+        md << "\nMost frequent symbols (share of all samples): ";
+        for (std::size_t i = 0; i < cell.profile.symbols.size(); ++i) {
+            md << (i == 0 ? "" : ", ") << "`" << cell.profile.symbols[i].first << "` "
+               << format("%.1f%%", cell.profile.symbols[i].second);
+        }
+        md << ".\n\n";
+    }
+}
+
+// The io_uring targets: ratios within this run, in the cell of section 6.
+void uring_targets(std::ostringstream& md, const Settings& settings, const Results& results) {
+    if (results.concurrency.empty()) {
+        return;
+    }
+    const int active = target_active(settings);
+    const std::size_t size = target_size(settings);
+    const std::string epoll = "06-epoll-et/server", uring = "09-aio-kernel/uring_server --multishot";
+    const std::string where = ", C = " + std::to_string(active) + ", " + std::to_string(size) + " B";
+    const EchoCell* e = find(results.concurrency, epoll, 0, active, size);
+    const EchoCell* u = find(results.concurrency, uring, 0, active, size);
+    if (e == nullptr) {
+        return;
+    }
+    if (u == nullptr) {
+        std::string why = "not measured";
+        for (const EchoCell& cell : results.concurrency) {
+            if (cell.server == uring && !cell.missing.empty()) {
+                why = cell.missing;
+                break;
+            }
+        }
+        md << "| `uring_server --multishot`" << where << ": the io_uring targets | — (" << why
+           << ") | ≤ 0.75 × CPU, ≤ 0.25 io_uring_enter, ≥ 1.15 × echoes/s | not judged |\n";
+        return;
+    }
+    const std::string see = " (section 6)";
+    const double cpu = u->cpu_us / e->cpu_us;
+    md << "| `uring_server --multishot`" << where << ": server CPU per echo over `" << epoll << "`'s | "
+       << format("%.2f", cpu) << " (" << format("%.2f", u->cpu_us) << " µs over " << format("%.2f", e->cpu_us)
+       << " µs) | ≤ 0.75 | " << verdict(cpu <= 0.75) << (cpu <= 0.75 ? "" : see) << " |\n";
+    md << "| `uring_server --multishot`" << where << ": io_uring_enter calls per echo | ";
+    if (u->enters < 0) {
+        md << "— (no status line) | ≤ 0.25 | not judged |\n";
+    } else {
+        md << format("%.3f", u->enters) << " (the server's counters"
+           << (u->enters_counted >= 0 ? "; " + std::string(short_name(results.syscall_counter)) + " counted " +
+                                            format("%.3f", u->enters_counted) + " in the syscall pass"
+                                      : std::string())
+           << ") | ≤ 0.25 | " << verdict(u->enters <= 0.25) << (u->enters <= 0.25 ? "" : see) << " |\n";
+    }
+    const double rate = u->rate.median / e->rate.median;
+    md << "| `uring_server --multishot`" << where << ": echoes/s over `" << epoll << "`'s | " << format("%.2f", rate)
+       << " (" << format("%.0f", u->rate.median) << " over " << format("%.0f", e->rate.median)
+       << "; generator's CPU busy " << percent(u->load_busy) << " / " << percent(e->load_busy) << ", "
+       << format("%.2f", u->load_cpu_us) << " / " << format("%.2f", e->load_cpu_us) << " µs/echo) | ≥ 1.15 | ";
+    if (u->load_busy < 0 || e->load_busy < 0) {
+        md << "cannot tell: the load generator's CPU was not measured (no CPU of its own) |\n";
+    } else if (u->generator_bound() || e->generator_bound()) {
+        md << "not judged: the load generator is the limit (its CPU ≥ "
+           << format("%.0f", EchoCell::generator_limit * 100) << "% busy) |\n";
+    } else {
+        md << verdict(rate >= 1.15) << (rate >= 1.15 ? "" : see) << " |\n";
+    }
+    // Every other cell of section 4 where the generator is not the limit.
+    int cells = 0, judged = 0, met = 0;
+    std::string judged_cells;
+    for (const EchoCell& cell : results.concurrency) {
+        if (cell.server != uring || !cell.missing.empty()) {
+            continue;
+        }
+        const EchoCell* other = find(results.concurrency, epoll, 0, cell.active, cell.size);
+        if (other == nullptr) {
+            continue;
+        }
+        ++cells;
+        if (cell.load_busy < 0 || other->load_busy < 0 || cell.generator_bound() || other->generator_bound()) {
+            continue;
+        }
+        const double ratio = cell.rate.median / other->rate.median;
+        ++judged;
+        met += ratio >= 1.15 ? 1 : 0;
+        judged_cells += (judged_cells.empty() ? "" : ", ") + std::string("C = ") + std::to_string(cell.active) + " " +
+                        std::to_string(cell.size) + " B " + format("%.2f", ratio);
+    }
+    md << "| `uring_server --multishot`: echoes/s over `" << epoll
+       << "`'s in the cells of section 4 where the load generator is not the limit | ";
+    if (judged == 0) {
+        md << "— (the generator is the limit in all " << cells << " cells) | ≥ 1.15 | not judged |\n";
+    } else {
+        md << judged << " of " << cells << " cells: " << judged_cells << " | ≥ 1.15 in each | "
+           << verdict(met == judged) << (met == judged ? "" : " in " + std::to_string(judged - met)) << " |\n";
+    }
+}
+
 struct Report {
     std::string markdown;
     std::map<std::string, std::string> files;  // name -> content (CSV, .dat, plots.gp)
@@ -740,29 +974,33 @@ Report write_report(const Settings& settings, const Placement& placement, const 
         md << "## 3. Echo with idle connections\n\n"
            << "512-byte messages, one in flight per active connection; K idle connections held open (each proven "
               "served by a one-byte echo first). Round trips are over every echo of every run; CPU is the server's "
-              "(every thread and process), per echo. System calls per echo come from a separate pass of "
+              "(every thread and process: io_uring's SQ thread is one of them), per echo, and so is the load "
+              "generator's (its thread). System calls per echo come from a separate pass of "
            << (settings.quick ? 4 : 40) << " echoes per connection (C = the larger value), counted by "
            << name_of(results.syscall_counter) << ", with the most frequent calls.\n\n";
-        md << "| server | K idle | C active | echoes/s | p50 µs | p99 µs | server CPU µs/echo | syscalls/echo | "
-              "most frequent, per echo |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n";
+        md << "| server | K idle | C active | echoes/s | p50 µs | p99 µs | server CPU µs/echo | generator CPU µs/echo | "
+              "syscalls/echo | most frequent, per echo |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
         std::string csv = "server,idle,active,size,echoes_per_s,min,max,p50_us,p99_us,cpu_us_per_echo,syscalls_per_echo,"
-                          "missing\n";
+                          "load_cpu_us_per_echo,server_cpu_busy,load_cpu_busy,io_uring_enter_per_echo,sqes_per_echo,"
+                          "cqes_per_echo,missing\n";
         for (const EchoCell& cell : results.idle) {
             md << "| " << cell.server << " | " << cell.idle << " | " << cell.active << " | ";
             if (!cell.missing.empty()) {
-                md << "— | | | | | " << cell.missing << " |\n";
+                md << "— | | | | | | " << cell.missing << " |\n";
             } else {
                 md << show(cell.rate, 0) << " | " << format("%.1f", cell.p50_us) << " | " << format("%.1f", cell.p99_us)
-                   << " | " << format("%.2f", cell.cpu_us) << " | "
+                   << " | " << format("%.2f", cell.cpu_us) << " | " << format("%.2f", cell.load_cpu_us) << " | "
                    << (cell.syscalls < 0 ? std::string("") : format("%.2f", cell.syscalls)) << " | " << cell.top_calls
                    << " |\n";
             }
             csv += cell.server + "," + std::to_string(cell.idle) + "," + std::to_string(cell.active) + ",512," +
                    format("%.0f", cell.rate.median) + "," + format("%.0f", cell.rate.low) + "," +
                    format("%.0f", cell.rate.high) + "," + format("%.1f", cell.p50_us) + "," + format("%.1f", cell.p99_us) +
-                   "," + format("%.3f", cell.cpu_us) + "," + format("%.2f", cell.syscalls) + ",\"" + cell.missing + "\"\n";
+                   "," + format("%.3f", cell.cpu_us) + "," + format("%.2f", cell.syscalls) + "," + cpu_and_counters_csv(cell) +
+                   ",\"" + cell.missing + "\"\n";
         }
         report.files["echo_idle.csv"] = csv;
+        uring_enters_table(md, results.idle, results.syscall_counter);
         // The plot: echoes/s against K, C = the larger value, one line per server.
         const int active = results.idle.back().active > 1 ? (settings.quick ? 5 : 50) : 1;
         std::vector<std::string> names;
@@ -813,7 +1051,9 @@ Report write_report(const Settings& settings, const Placement& placement, const 
                 names.push_back(cell.server);
             }
         }
-        std::string csv = "server,active,size,echoes_per_s,min,max,p50_us,p99_us,cpu_us_per_echo,missing\n";
+        std::string csv = "server,active,size,echoes_per_s,min,max,p50_us,p99_us,cpu_us_per_echo,syscalls_per_echo,"
+                          "load_cpu_us_per_echo,server_cpu_busy,load_cpu_busy,io_uring_enter_per_echo,sqes_per_echo,"
+                          "cqes_per_echo,missing\n";
         for (const std::size_t size : sizes) {
             md << "### " << size << "-byte messages\n\n| server |";
             for (const int active : actives) {
@@ -841,7 +1081,8 @@ Report write_report(const Settings& settings, const Placement& placement, const 
                     csv += name + "," + std::to_string(active) + "," + std::to_string(size) + "," +
                            format("%.0f", cell->rate.median) + "," + format("%.0f", cell->rate.low) + "," +
                            format("%.0f", cell->rate.high) + "," + format("%.1f", cell->p50_us) + "," +
-                           format("%.1f", cell->p99_us) + "," + format("%.3f", cell->cpu_us) + ",\"" + cell->missing +
+                           format("%.1f", cell->p99_us) + "," + format("%.3f", cell->cpu_us) + "," +
+                           format("%.2f", cell->syscalls) + "," + cpu_and_counters_csv(*cell) + ",\"" + cell->missing +
                            "\"\n";
                 }
                 md << "\n";
@@ -849,6 +1090,7 @@ Report write_report(const Settings& settings, const Placement& placement, const 
             md << "\n";
         }
         report.files["concurrency.csv"] = csv;
+        cpu_table(md, results.concurrency, names, actives, settings.quick ? 64 : 512);
     }
 
     // 5. Memory.
@@ -875,6 +1117,9 @@ Report write_report(const Settings& settings, const Placement& placement, const 
         md << "\n";
         report.files["memory.csv"] = csv;
     }
+
+    // 6. io_uring against epoll ET.
+    uring_section(md, settings, placement, results);
 
     // The claims and the targets.
     md << "## The claims and our targets\n\n| figure | measured | target | |\n|---|---|---|---|\n";
@@ -971,6 +1216,7 @@ Report write_report(const Settings& settings, const Placement& placement, const 
             }
         }
     }
+    uring_targets(md, settings, results);
     md << "\n";
 
     // Plots.

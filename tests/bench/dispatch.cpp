@@ -368,10 +368,11 @@ double Pairs::run(Mechanism mechanism, int active, int chained) {
             break;
         case Mechanism::uring_poll:
         case Mechanism::uring_poll_multishot: {
-            // A CQ ring with room for a CQE of every request: it cannot overflow.
+            // A CQ ring with room for a CQE of every request: it cannot
+            // overflow (the kernel wants at least as many as SQEs).
             io_uring_params params{};
             params.flags = IORING_SETUP_CQSIZE;
-            params.cq_entries = 2 * static_cast<unsigned>(count);
+            params.cq_entries = std::max(2048U, 2 * static_cast<unsigned>(count));
             std::string failed_call;
             ring = std::make_unique<Ring>(1024, params, failed_call);
             if (!*ring) {

@@ -712,18 +712,35 @@ std::optional<Profile> RunningServer::profile(const std::function<bool()>& workl
         return rows;
     };
     Profile profile;
-    const auto commands = report("comm");
-    for (const auto& [command, percent, samples] : commands) {
+    // "uring_server  [kernel.kallsyms]": the process name, then where the
+    // sample was: the kernel, or the program or a library (user space).
+    for (const auto& [where, percent, samples] : report("comm,dso")) {
+        std::istringstream words(where);
+        std::string command, dso, word;
+        words >> command;
+        while (words >> word) {
+            dso = word;
+        }
         // "iou-sqp-12345": the SQ thread, named after the process.
         const std::size_t dash = command.rfind('-');
-        const bool numbered = dash != std::string::npos && dash + 1 < command.size() &&
-                              std::all_of(command.begin() + static_cast<std::ptrdiff_t>(dash) + 1, command.end(),
-                                          [](char c) { return std::isdigit(static_cast<unsigned char>(c)) != 0; });
-        profile.commands.emplace_back(numbered ? command.substr(0, dash) : command, percent);
+        if (dash != std::string::npos && dash + 1 < command.size() &&
+            std::all_of(command.begin() + static_cast<std::ptrdiff_t>(dash) + 1, command.end(),
+                        [](char c) { return std::isdigit(static_cast<unsigned char>(c)) != 0; })) {
+            command.resize(dash);
+        }
+        auto share = std::find_if(profile.commands.begin(), profile.commands.end(),
+                                  [&](const Profile::Share& s) { return s.command == command; });
+        if (share == profile.commands.end()) {
+            share = profile.commands.insert(profile.commands.end(), {command, 0, 0});
+        }
+        (dso.rfind("[kernel", 0) == 0 ? share->kernel : share->user) += percent;
+        if (profile.samples == 0 && percent > 0) {
+            profile.samples = samples * 100 / percent;
+        }
     }
-    if (!commands.empty() && std::get<1>(commands.front()) > 0) {
-        profile.samples = std::get<2>(commands.front()) * 100 / std::get<1>(commands.front());
-    }
+    std::sort(profile.commands.begin(), profile.commands.end(), [](const auto& a, const auto& b) {
+        return a.kernel + a.user > b.kernel + b.user;
+    });
     for (const auto& [symbol, percent, samples] : report("sym")) {
         if (profile.symbols.size() < 12) {
             profile.symbols.emplace_back(symbol, percent);

@@ -47,8 +47,12 @@ double busy_share(const CpuTicks& before, const CpuTicks& after);
 // virtual machine without hardware counters), and the share of samples in
 // each process name (the server, its io_uring SQ thread, idle).
 struct Profile {
+    struct Share {
+        std::string command;  // "uring_server", "iou-sqp" (the SQ thread), "swapper" (idle)
+        double kernel = 0, user = 0;  // percent of the samples
+    };
+    std::vector<Share> commands;  // most first
     std::vector<std::pair<std::string, double>> symbols;  // "[k] tcp_sendmsg_locked", percent
-    std::vector<std::pair<std::string, double>> commands;  // "uring_server", "swapper" (idle), percent
     double samples = 0;
 };
 
