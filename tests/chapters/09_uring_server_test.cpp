@@ -1,7 +1,8 @@
-// 09-aio-kernel, io_uring: what uring_server's modes do, seen the ways the
-// chapter shows it: strace (which goes quiet), /proc/PID/fdinfo of the
-// ring (which shows the requests), and the server's own counts. Its echo
-// contract, in four modes, is the conformance suite's job.
+// 09-aio-kernel, io_uring: the rings of uring_abi.hpp, and what
+// uring_server's modes do, seen the ways the chapter shows it: strace
+// (which goes quiet), /proc/PID/fdinfo of the ring (which shows the
+// requests), and the server's own counts. Its echo contract, in four
+// modes, is the conformance suite's job.
 
 #include <arpa/inet.h>
 #include <linux/io_uring.h>
@@ -22,6 +23,7 @@
 #include "catch.hpp"
 #include "harness/harness.hpp"
 #include "harness/strace.hpp"
+#include "uring_abi.hpp"
 
 using namespace harness;
 
@@ -110,6 +112,48 @@ RingInfo ring_info(pid_t pid) {
 }
 
 }  // namespace
+
+TEST_CASE("uring_abi.hpp's Ring: SQEs published together come back as CQEs with their user_data, and a full "
+          "SQ ring hands out no SQE") {
+    skip_unless_io_uring_available();
+    io_uring_params params{};
+    std::string failed_call;
+    Ring ring(8, params, failed_call);
+    REQUIRE(ring);
+    CHECK(params.sq_entries == 8);
+    CHECK(params.cq_entries == 16);  // twice as many by default
+    for (std::uint64_t i = 0; i < 8; ++i) {
+        io_uring_sqe* sqe = ring.get_sqe();
+        REQUIRE(sqe != nullptr);
+        sqe->opcode = IORING_OP_NOP;
+        sqe->user_data = 100 + i;
+    }
+    CHECK(ring.get_sqe() == nullptr);  // 8 handed out, none taken by the kernel yet
+    const unsigned waiting = ring.publish();
+    CHECK(waiting == 8);
+    CHECK(io_uring_enter(ring.fd(), waiting, 8, IORING_ENTER_GETEVENTS, nullptr) == 8);
+    CHECK(ring.publish() == 0);  // the kernel's SQ head caught up
+    CHECK(ring.completions_ready() == 8);
+    std::vector<std::uint64_t> seen;
+    CHECK(ring.for_each_completion([&](const io_uring_cqe& cqe) {
+        CHECK(cqe.res == 0);
+        seen.push_back(cqe.user_data);
+    }) == 8);
+    CHECK(seen == std::vector<std::uint64_t>{100, 101, 102, 103, 104, 105, 106, 107});
+    CHECK(ring.completions_ready() == 0);
+    CHECK(ring.get_sqe() != nullptr);  // the SQ ring has room again
+}
+
+TEST_CASE("uring_abi.hpp's Ring: io_uring_setup's failure is reported with the call, errno kept") {
+    io_uring_params params{};
+    params.flags = ~0u;  // no kernel knows every flag: EINVAL
+    std::string failed_call;
+    errno = 0;
+    Ring ring(8, params, failed_call);
+    CHECK_FALSE(ring);
+    CHECK(failed_call == "io_uring_setup 8");
+    CHECK((errno == EINVAL || errno == EPERM || errno == ENOSYS));
+}
 
 TEST_CASE(
     "strace: uring_server by default and with --multishot: the ring copies: no accept4, recvfrom or sendto, "
