@@ -534,6 +534,10 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
         (outcome.result == "PASS" ? passed : outcome.result == "SKIP" ? skipped : failed) += 1;
         outcomes.push_back(std::move(outcome));
+        if (test.kind == "start" && outcomes.back().result == "SKIP") {
+            std::printf("grade: the first case was skipped (the reason is above), so nothing else was graded\n");
+            break;
+        }
         if (test.kind == "start" && outcomes.back().result != "PASS") {
             std::printf("grade: the server did not start, or did not echo, so nothing else was graded\n");
             break;
