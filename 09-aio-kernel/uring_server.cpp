@@ -631,7 +631,7 @@ constexpr std::chrono::milliseconds sqpoll_idle{10};
 // nothing came. A signal's flag also ends the look (false).
 bool completion_within(const Ring& ring, std::chrono::milliseconds spin) {
     const auto until = std::chrono::steady_clock::now() + spin;
-    while (ring.completions_ready() == 0 && !ring.cq_overflowed()) {
+    while (ring.completions_ready() == 0) {
         if (stop_requested() || status_request_pending() || std::chrono::steady_clock::now() >= until) {
             return false;
         }
@@ -651,6 +651,9 @@ bool submit_and_wait(Server& server) {
         if (waiting > 0 && server.ring.sq_needs_wakeup()) {
             flags |= IORING_ENTER_SQ_WAKEUP;  // SQEs are there, and the thread sleeps
             ++server.counters.wakeups;
+        } else if (server.ring.cq_overflowed()) {
+            // CQEs wait in the kernel's overflow list: only io_uring_enter
+            // with IORING_ENTER_GETEVENTS moves them into the ring.
         } else if (completion_within(server.ring, sqpoll_idle) || stop_requested() || status_request_pending()) {
             return true;  // a CQE to reap, or a signal's flag to look at: no system call
         }
