@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -61,10 +62,20 @@ namespace {
 
 enum class Mode { poll, completion, multishot };
 
+// --sqpoll: how long the kernel's thread polls the SQ ring before it
+// sleeps (IORING_SQ_NEED_WAKEUP), and how long we poll the CQ ring before
+// we sleep in io_uring_enter. Two threads busy while there is work, so that
+// neither side needs a system call; both asleep when there is none.
+constexpr std::chrono::milliseconds sqpoll_idle{10};
+
 struct Settings {
     Mode mode = Mode::completion;
     bool sqpoll = false;
     unsigned entries = 256;  // SQ ring size; the CQ ring has 4 times as many
+    // --sqpoll: how long we poll the CQ ring. 0 where this process may run
+    // on one CPU only: the SQ thread shares it, and our polling would keep
+    // it off that CPU until the scheduler preempts us (8 ms round trips).
+    std::chrono::milliseconds cq_polling = sqpoll_idle;
 };
 
 // What a request is for: the low 3 bits of its user_data. The other bits
@@ -620,12 +631,6 @@ void complete(Server& server, const io_uring_cqe& cqe, DescriptorReserve& reserv
     close_if_done(server, *connection);
 }
 
-// --sqpoll: how long the kernel's thread polls the SQ ring before it
-// sleeps (IORING_SQ_NEED_WAKEUP), and how long we poll the CQ ring before
-// we sleep in io_uring_enter. Two threads busy while there is work, so that
-// neither side needs a system call; both asleep when there is none.
-constexpr std::chrono::milliseconds sqpoll_idle{10};
-
 // --sqpoll: the kernel's thread submits; we look at the CQ ring without a
 // system call for up to `spin`, and sleep in io_uring_enter only if
 // nothing came. A signal's flag also ends the look (false).
@@ -654,7 +659,8 @@ bool submit_and_wait(Server& server) {
         } else if (server.ring.cq_overflowed()) {
             // CQEs wait in the kernel's overflow list: only io_uring_enter
             // with IORING_ENTER_GETEVENTS moves them into the ring.
-        } else if (completion_within(server.ring, sqpoll_idle) || stop_requested() || status_request_pending()) {
+        } else if (completion_within(server.ring, server.settings.cq_polling) || stop_requested() ||
+                   status_request_pending()) {
             return true;  // a CQE to reap, or a signal's flag to look at: no system call
         }
     }
@@ -722,6 +728,9 @@ int main(int argc, char** argv) {
         argc, argv, "echo server on io_uring: ACCEPT, RECV and SEND requests (or --poll, --multishot).", 8009,
         options(settings));
     const EventLog log(options_given.quiet);
+    if (cpu_set_t cpus; ::sched_getaffinity(0, sizeof cpus, &cpus) == 0 && CPU_COUNT(&cpus) == 1) {
+        settings.cq_polling = std::chrono::milliseconds(0);  // taskset -c N, or a benchmark's pinning
+    }
 
     // Non-blocking: --poll's accept4() loop and the spare descriptor's
     // accept4() must not wait. (An ACCEPT request waits all the same.)

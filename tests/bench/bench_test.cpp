@@ -2,6 +2,7 @@
 // notices an echo that is wrong. faulty_echo changes one byte, or closes a
 // connection early; the benchmark must end with exit 1, say which byte of
 // which message on which connection, write no report, and stop the server.
+// And where io_uring is switched off, its rows are skipped, saying why.
 
 #include <string>
 
@@ -63,4 +64,26 @@ TEST_CASE("an honest external server is measured beside ours and the report is w
     CHECK(contains(*report, "| honest | 0 | 1 | "));
     CHECK(contains(*report, "| honest | 20 | 5 | "));
     CHECK(exists(output / "echo_idle.csv"));
+}
+
+TEST_CASE("where io_uring is switched off, its rows say why and the benchmark still succeeds") {
+    TemporaryDirectory output;
+    StartOptions marked;
+    marked.env = {marker(output)};
+    // A seccomp filter fails io_uring_setup with EPERM, in the bench and in
+    // every server it starts, as a container's profile does.
+    const Completed bench = run({DENY_IO_URING, BENCH, "--quick", "--workloads", "dispatch,idle,concurrency",
+                                 "--servers", "09-aio-kernel/uring_server --multishot", "--output", output.path()},
+                                marked, 60s);
+    REQUIRE(bench.status.describe() == "exit 0");
+    const auto report = file_content(output / "report.md");
+    REQUIRE(report.has_value());
+    const std::string reason = "io_uring_setup 8: Operation not permitted [EPERM]";
+    CHECK(contains(*report, "**io_uring rows skipped**: " + reason));
+    CHECK(contains(*report, "| 09-aio-kernel/uring_server --multishot | 0 | 1 | — | | | | | | skipped: " + reason));
+    CHECK(contains(*report, "— (skipped: " + reason + ")"));
+    CHECK(contains(*report, "| `uring_server --multishot`, C = 5, 64 B: the io_uring targets | — (skipped: " + reason));
+    // The dispatch rows keep io_uring's columns, empty.
+    CHECK(contains(*report, " | — | — |\n| 100 | "));
+    CHECK(processes_with_environment(marker(output)).empty());
 }
