@@ -736,8 +736,8 @@ void uring_section(std::ostringstream& md, const Settings& settings, const Place
           "echo: a separate pass of "
        << (settings.quick ? 4 : 40) << " echoes per connection, counted by " << name_of(results.syscall_counter)
        << ". io_uring_enter, SQEs and CQEs per echo: the server's own counters over the timed runs. With --sqpoll "
-          "the SQ thread shares the server's CPU with the server's own thread, which polls the CQ ring for up to "
-          "10 ms before it sleeps in io_uring_enter: the two take turns on that CPU.\n\n"
+          "the SQ thread shares the server's CPU with the server's own thread, which therefore does not poll the "
+          "CQ ring (it would keep the SQ thread off that CPU) but sleeps in io_uring_enter when no CQE is there.\n\n"
        << "| server | echoes/s | server CPU µs/echo | generator CPU µs/echo | server CPU busy | generator CPU busy | "
           "syscalls/echo | most frequent, per echo | io_uring_enter/echo | SQEs/echo | CQEs/echo |\n"
           "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n";
