@@ -679,13 +679,10 @@ void uring_enters_table(std::ostringstream& md, const std::vector<EchoCell>& cel
 }
 
 // Section 4: CPU per echo on each side, and how busy each CPU was, at one size.
-void cpu_table(std::ostringstream& md, const std::vector<EchoCell>& cells, const std::vector<std::string>& names,
-               const std::vector<int>& actives, std::size_t size) {
-    md << "### CPU per echo, " << size
-       << "-byte messages\n\nµs of CPU per echo, the server's / the load generator's, and in brackets how busy the "
-          "server's CPU / the generator's CPU was (/proc/stat). A CPU busy ≥ "
-       << format("%.0f", EchoCell::generator_limit * 100)
-       << "% is the limit: where it is the generator's, the server could go faster than measured.\n\n| server |";
+// "| server | C = 1 | C = 10 | ...|" and its alignment row: the head of a
+// table with one column per number of active connections.
+void concurrency_header(std::ostringstream& md, const std::vector<int>& actives) {
+    md << "| server |";
     for (const int active : actives) {
         md << " C = " << active << " |";
     }
@@ -694,6 +691,16 @@ void cpu_table(std::ostringstream& md, const std::vector<EchoCell>& cells, const
         md << "---:|";
     }
     md << "\n";
+}
+
+void cpu_table(std::ostringstream& md, const std::vector<EchoCell>& cells, const std::vector<std::string>& names,
+               const std::vector<int>& actives, std::size_t size) {
+    md << "### CPU per echo, " << size
+       << "-byte messages\n\nµs of CPU per echo, the server's / the load generator's, and in brackets how busy the "
+          "server's CPU / the generator's CPU was (/proc/stat). A CPU busy ≥ "
+       << format("%.0f", EchoCell::generator_limit * 100)
+       << "% is the limit: where it is the generator's, the server could go faster than measured.\n\n";
+    concurrency_header(md, actives);
     for (const std::string& name : names) {
         md << "| " << name << " |";
         for (const int active : actives) {
@@ -1061,15 +1068,8 @@ Report write_report(const Settings& settings, const Placement& placement, const 
                           "load_cpu_us_per_echo,server_cpu_busy,load_cpu_busy,io_uring_enter_per_echo,sqes_per_echo,"
                           "cqes_per_echo,missing\n";
         for (const std::size_t size : sizes) {
-            md << "### " << size << "-byte messages\n\n| server |";
-            for (const int active : actives) {
-                md << " C = " << active << " |";
-            }
-            md << "\n|---|";
-            for (std::size_t i = 0; i < actives.size(); ++i) {
-                md << "---:|";
-            }
-            md << "\n";
+            md << "### " << size << "-byte messages\n\n";
+            concurrency_header(md, actives);
             for (const std::string& name : names) {
                 md << "| " << name << " |";
                 for (const int active : actives) {

@@ -158,4 +158,16 @@ std::vector<Syscall> Trace::calls_by(pid_t pid) const {
     return found;
 }
 
+void check_no_file_data_calls_after(const Trace& trace, std::string_view first) {
+    bool started = false;
+    for (const Syscall& call : trace.calls) {
+        started = started || call.name == first;
+        if (started) {
+            INFO(call.name << "(" << call.args << ")");
+            CHECK((call.name != "pread64" && call.name != "pwrite64" && call.name != "read"));
+            CHECK((call.name != "write" || call.args.find("1, ") == 0));
+        }
+    }
+}
+
 }  // namespace harness

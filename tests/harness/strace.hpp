@@ -67,4 +67,10 @@ struct Trace {
     [[nodiscard]] std::vector<Syscall> calls_by(pid_t pid) const;
 };
 
+// For the file-copying programs: from the first call named `first` on
+// (before it, the dynamic loader and the sanitizers read files of their
+// own), no pread64, pwrite64 or read, and write only to stdout (the summary
+// line): the kernel moved the file data. CHECKs, naming the call.
+void check_no_file_data_calls_after(const Trace& trace, std::string_view first);
+
 }  // namespace harness
