@@ -34,8 +34,17 @@ TEST_CASE("the server sleeps in ppoll over a pollfd array that grows and shrinks
     TraceFile trace_file("poll-server");
     Server server = start_server(POLL_SERVER, {"--quiet"}, {},
                                  strace_command(trace_file.path(), "ppoll,poll,accept4,recvfrom"));
-    REQUIRE(echo_once(server.port, "hello").received == "hello");
     const pid_t server_pid = traced_pid(server.process.pid());
+    {
+        const unique_fd client = connect_to(server.port);
+        REQUIRE(exchange(client.get(), "hello", {}, false, 5s).received == "hello");
+        // The end of file comes alone, once the server sleeps again, so that
+        // its ppoll reports it (POLLIN|POLLRDHUP). Sent with the data, it is
+        // often read by the same recv loop, and no ppoll ever shows it.
+        REQUIRE(eventually([&] { return sleeping_in(server_pid, "poll"); }));
+        REQUIRE(::shutdown(client.get(), SHUT_WR) == 0);
+        REQUIRE(readable_within(client.get(), 5s));  // the server's end of file
+    }
     REQUIRE(eventually([&] { return resources_of(server_pid).descriptors == 5; }));  // the connection is closed
     // ...and the server is asleep in its next ppoll (the kernel's wait
     // function shows in /proc/PID/wchan), so that the trace ends with it.
