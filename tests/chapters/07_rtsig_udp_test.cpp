@@ -2,7 +2,12 @@
 // real-time queue overflow and its SIGIO fallback, what strace shows, and
 // the client's loss report.
 
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
@@ -13,6 +18,7 @@
 
 #include "catch.hpp"
 #include "common/net.hpp"
+#include "common/server.hpp"
 #include "harness/harness.hpp"
 #include "harness/strace.hpp"
 
@@ -344,4 +350,62 @@ TEST_CASE("UDP: a port in use gives the bind error and exit 1, bad arguments exi
     }
     CHECK(run({RTSIG_UDP_CLIENT, "--timeout-ms", "0"}).status.describe() == "exit 2");
     stop_server(server);
+}
+
+TEST_CASE("O_ASYNC works on a pipe and a pseudo-terminal too: a write queues the real-time signal with si_fd and "
+          "POLL_IN") {
+    // Document 000 §4 says signal-driven I/O works on sockets only. This
+    // thread arms a pipe's read end and a pty's master as 07's server arms
+    // its socket (owner: this thread, F_SETSIG, O_ASYNC), writes to the
+    // other end, and takes the signal with sigtimedwait.
+    const int signal_number = SIGRTMIN + 1;
+    sigset_t blocked;
+    sigemptyset(&blocked);
+    sigaddset(&blocked, signal_number);
+    sigset_t before;
+    REQUIRE(::pthread_sigmask(SIG_BLOCK, &blocked, &before) == 0);
+
+    const auto arm = [&](int fd) {
+        const f_owner_ex owner{F_OWNER_TID, static_cast<pid_t>(::gettid())};
+        REQUIRE(::fcntl(fd, F_SETOWN_EX, &owner) == 0);
+        REQUIRE(::fcntl(fd, F_SETSIG, signal_number) == 0);
+        const int flags = ::fcntl(fd, F_GETFL);
+        REQUIRE(flags != -1);
+        REQUIRE(::fcntl(fd, F_SETFL, flags | O_ASYNC | O_NONBLOCK) == 0);
+    };
+    const auto take_signal = [&](int expected_fd) {
+        siginfo_t info{};
+        const timespec timeout{5, 0};
+        const int taken = ::sigtimedwait(&blocked, &info, &timeout);
+        CHECK(taken == signal_number);
+        CHECK(info.si_fd == expected_fd);
+        CHECK(info.si_code == POLL_IN);
+    };
+
+    SECTION("a pipe") {
+        int ends[2];
+        REQUIRE(::pipe2(ends, O_CLOEXEC) == 0);
+        const unique_fd read_end(ends[0]);
+        const unique_fd write_end(ends[1]);
+        arm(read_end.get());
+        REQUIRE(::write(write_end.get(), "x", 1) == 1);
+        take_signal(read_end.get());
+    }
+    SECTION("a pseudo-terminal") {
+        const unique_fd master(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+        REQUIRE(master.valid());
+        REQUIRE(::grantpt(master.get()) == 0);
+        REQUIRE(::unlockpt(master.get()) == 0);
+        const unique_fd terminal(::open(::ptsname(master.get()), O_RDWR | O_NOCTTY | O_CLOEXEC));
+        REQUIRE(terminal.valid());
+        arm(master.get());
+        REQUIRE(::write(terminal.get(), "x\n", 2) == 2);
+        take_signal(master.get());
+    }
+    // One write may raise the signal more than once (the pipe signals as
+    // it wakes its readers and again when the write ends): what is still
+    // queued goes, before the signal is unblocked and its default action,
+    // to end the process, could run.
+    iomodels::discard_pending(signal_number);
+    REQUIRE(::pthread_sigmask(SIG_SETMASK, &before, nullptr) == 0);
 }
