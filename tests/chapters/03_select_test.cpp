@@ -11,6 +11,7 @@
 
 #include <array>
 #include <optional>
+#include <thread>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -319,4 +320,58 @@ TEST_CASE("the kernel's select takes descriptors past FD_SETSIZE: pselect6 on de
     const long ready = ::syscall(SYS_pselect6, high + 1, readable.data(), nullptr, nullptr, &no_wait, nullptr);
     CHECK(ready == 1);
     CHECK((readable[high / bits_per_word] & (1UL << (high % bits_per_word))) != 0);
+}
+
+TEST_CASE("select writes the time left into its timeout and clears the sets it returns; pselect leaves its timeout "
+          "alone") {
+    // Document 000 §3.1 and 003: Linux's select changes its timeval. Here
+    // a pipe becomes readable after about 100 ms of a 2 s timeout.
+    int ends[2];
+    REQUIRE(::pipe2(ends, O_CLOEXEC) == 0);
+    const unique_fd read_end(ends[0]);
+    const unique_fd write_end(ends[1]);
+    ssize_t written = 0;
+    const auto write_soon = [&] {
+        return std::thread([&] {
+            std::this_thread::sleep_for(100ms);  // the event select waits for, not a pause that hopes
+            written = ::write(write_end.get(), "x", 1);  // checked after join: no CHECK in a thread
+        });
+    };
+    SECTION("select: the timeval holds the time left, less than 2 s and more than 0") {
+        fd_set readable;
+        FD_ZERO(&readable);
+        FD_SET(read_end.get(), &readable);
+        timeval timeout{2, 0};
+        std::thread writer = write_soon();
+        const int ready = ::select(read_end.get() + 1, &readable, nullptr, nullptr, &timeout);
+        writer.join();
+        CHECK(written == 1);
+        CHECK(ready == 1);
+        INFO("time left " << timeout.tv_sec << " s " << timeout.tv_usec << " µs");
+        CHECK(timeout.tv_sec < 2);
+        CHECK((timeout.tv_sec > 0 || timeout.tv_usec > 0));
+    }
+    SECTION("pselect: its timespec is const, and glibc hides the system call's update") {
+        fd_set readable;
+        FD_ZERO(&readable);
+        FD_SET(read_end.get(), &readable);
+        const timespec timeout{2, 0};
+        std::thread writer = write_soon();
+        const int ready = ::pselect(read_end.get() + 1, &readable, nullptr, nullptr, &timeout, nullptr);
+        writer.join();
+        CHECK(written == 1);
+        CHECK(ready == 1);
+        CHECK(timeout.tv_sec == 2);
+        CHECK(timeout.tv_nsec == 0);
+    }
+    SECTION("a timeout: select returns 0, and the set it was given comes back empty") {
+        fd_set readable;
+        FD_ZERO(&readable);
+        FD_SET(read_end.get(), &readable);  // nothing will be written
+        timeval timeout{0, 20000};
+        CHECK(::select(read_end.get() + 1, &readable, nullptr, nullptr, &timeout) == 0);
+        CHECK_FALSE(FD_ISSET(read_end.get(), &readable));
+        CHECK(timeout.tv_sec == 0);
+        CHECK(timeout.tv_usec == 0);
+    }
 }

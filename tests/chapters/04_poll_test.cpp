@@ -1,6 +1,8 @@
 // 04-poll: what the chapter's README claims, checked on the real server.
 // (The echo contract itself is the conformance suite's job.)
 
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -163,4 +165,18 @@ TEST_CASE("an idle connection costs no CPU time: POLLOUT is asked for only while
     CHECK(cpu_used_while_idle(server.process.pid(), 500ms) < 150ms);
     idle.reset();
     stop_server(server);
+}
+
+TEST_CASE("poll returns 0 on a timeout, with revents 0, and its array is otherwise as it was given") {
+    // Document 003: poll and select return 0 when the time runs out.
+    // Unlike select's sets, poll's `events` are never written.
+    int ends[2];
+    REQUIRE(::pipe2(ends, O_CLOEXEC) == 0);
+    const unique_fd read_end(ends[0]);
+    const unique_fd write_end(ends[1]);
+    pollfd watched{read_end.get(), POLLIN, 0};
+    CHECK(::poll(&watched, 1, 20) == 0);
+    CHECK(watched.revents == 0);
+    CHECK(watched.events == POLLIN);
+    CHECK(watched.fd == read_end.get());
 }

@@ -1,9 +1,18 @@
 // 05-epoll-lt: what the chapter's README claims, checked on the real server.
 // (The echo contract itself is the conformance suite's job.)
 
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/select.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <functional>
 #include <string>
 #include <thread>
 
@@ -135,4 +144,66 @@ TEST_CASE("an idle connection costs no CPU time: epoll_wait sleeps while nothing
     const std::string summary = stop_server(server);
     // Accept, the data, the end of file, the stop: a handful of calls, not a loop.
     CHECK(summary_count(summary, "epoll_wait calls") < 10);
+}
+
+namespace {
+void on_wake(int) {}
+}  // namespace
+
+TEST_CASE("SA_RESTART does not restart select, poll or epoll_wait: a handled signal makes them fail with EINTR") {
+    // signal(7), "Interruption of system calls and library functions by
+    // signal handlers": these waits are never restarted, whatever the
+    // handler's flags. So every event loop must handle EINTR.
+    struct sigaction action {};
+    action.sa_handler = on_wake;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    struct sigaction before {};
+    REQUIRE(::sigaction(SIGUSR2, &action, &before) == 0);
+    int ends[2];
+    REQUIRE(::pipe2(ends, O_CLOEXEC) == 0);  // never written: the waits can only end by the signal
+    const unique_fd read_end(ends[0]);
+    const unique_fd write_end(ends[1]);
+    const unique_fd epoll_fd(::epoll_create1(EPOLL_CLOEXEC));
+    REQUIRE(epoll_fd.valid());
+    epoll_event watch{};
+    watch.events = EPOLLIN;
+    REQUIRE(::epoll_ctl(epoll_fd.get(), EPOLL_CTL_ADD, read_end.get(), &watch) == 0);
+
+    const pthread_t waiter = ::pthread_self();
+    const auto interrupted = [&](const std::function<int()>& wait) {
+        // SIGUSR2 to this thread every 10 ms until the wait has returned: one
+        // that comes before the wait starts only runs the handler, the next
+        // finds it asleep. Nothing else can end the wait within its 5 s.
+        std::atomic<bool> returned{false};
+        std::thread signaller([&] {
+            while (!returned) {
+                ::pthread_kill(waiter, SIGUSR2);
+                std::this_thread::sleep_for(10ms);  // the pace of the signals, not a wait for anything
+            }
+        });
+        errno = 0;
+        const int result = wait();
+        const int error = errno;
+        returned = true;
+        signaller.join();
+        INFO("result " << result << ", errno " << error);
+        return result == -1 && error == EINTR;
+    };
+    CHECK(interrupted([&] {
+        fd_set readable;
+        FD_ZERO(&readable);
+        FD_SET(read_end.get(), &readable);
+        timeval timeout{5, 0};
+        return ::select(read_end.get() + 1, &readable, nullptr, nullptr, &timeout);
+    }));
+    CHECK(interrupted([&] {
+        pollfd watched{read_end.get(), POLLIN, 0};
+        return ::poll(&watched, 1, 5000);
+    }));
+    CHECK(interrupted([&] {
+        epoll_event event{};
+        return ::epoll_wait(epoll_fd.get(), &event, 1, 5000);
+    }));
+    REQUIRE(::sigaction(SIGUSR2, &before, nullptr) == 0);
 }
