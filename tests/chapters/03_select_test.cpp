@@ -322,7 +322,7 @@ TEST_CASE("the kernel's select takes descriptors past FD_SETSIZE: pselect6 on de
     CHECK((readable[high / bits_per_word] & (1UL << (high % bits_per_word))) != 0);
 }
 
-TEST_CASE("select writes the time left into its timeout and clears the sets it returns; pselect leaves its timeout "
+TEST_CASE("select writes the time left into its timeout and clears the sets it returns, while pselect leaves its timeout "
           "alone") {
     // Document 000 §3.1 and 003: Linux's select changes its timeval. Here
     // a pipe becomes readable after about 100 ms of a 2 s timeout.
