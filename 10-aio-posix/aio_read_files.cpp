@@ -9,7 +9,12 @@
 // asks aio_cancel() to cancel the rest. --threads N sizes glibc's pool of
 // helper threads (aio_init), which run the reads.
 //
-// usage: aio_read_files FILE... [--threads N]   (SIGQUIT, Ctrl-\, cancels what is still in progress)
+// --listio-wait queues every read with one lio_listio(LIO_WAIT) instead
+// (document 001's lio_listio, 000 §5.3's limit on its list): the call
+// returns only when every read is over, so there is no signal to wait for.
+//
+// usage: aio_read_files FILE... [--threads N] [--listio-wait]
+//        (SIGQUIT, Ctrl-\, cancels what is still in progress)
 //
 // strace: strace -f -e trace=openat,pread64,rt_sigsuspend,clone3 ./build/10-aio-posix/aio_read_files a b
 //   clone3 for the helper threads, one pread64 per file in a thread, the
@@ -143,9 +148,9 @@ bool install_handlers(sigset_t& while_waiting) {
     return true;
 }
 
-// Opens `path` and queues one aio_read of its first bytes, SIGEV_SIGNAL.
-// nullptr (reported): open or aio_read failed.
-std::unique_ptr<Request> queue_read(const std::string& path) {
+// Opens `path` and fills in a read of its first bytes, not queued yet.
+// nullptr (reported): open failed.
+std::unique_ptr<Request> prepare_read(const std::string& path) {
     auto request = std::make_unique<Request>();
     request->path = path;
     request->fd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -158,6 +163,19 @@ std::unique_ptr<Request> queue_read(const std::string& path) {
     control.aio_buf = request->buffer.data();
     control.aio_nbytes = request->buffer.size();
     control.aio_offset = 0;
+    control.aio_lio_opcode = LIO_READ;  // for lio_listio; aio_read ignores it
+    control.aio_sigevent.sigev_notify = SIGEV_NONE;
+    return request;
+}
+
+// Opens `path` and queues one aio_read of its first bytes, SIGEV_SIGNAL.
+// nullptr (reported): open or aio_read failed.
+std::unique_ptr<Request> queue_read(const std::string& path) {
+    auto request = prepare_read(path);
+    if (!request) {
+        return nullptr;
+    }
+    aiocb& control = request->control;
     control.aio_sigevent.sigev_notify = SIGEV_SIGNAL;  // at completion: SIGUSR1
     control.aio_sigevent.sigev_signo = SIGUSR1;
     control.aio_sigevent.sigev_value.sival_ptr = request.get();
@@ -169,15 +187,59 @@ std::unique_ptr<Request> queue_read(const std::string& path) {
     return request;
 }
 
+// --listio-wait: every read in one lio_listio(LIO_WAIT), which returns
+// when all of them are over: 0 if every one succeeded, -1 with EIO if one
+// or more failed (each request's aio_error says how). The list has no
+// limit that glibc declares: sysconf(_SC_AIO_LISTIO_MAX) answers -1 and
+// leaves errno alone (POSIX: no definite limit), and glibc defines no
+// AIO_LISTIO_MAX for document 000 §5.3's fallback.
+int read_with_one_listio(std::vector<std::unique_ptr<Request>>& requests) {
+    errno = 0;
+    const long listio_max = ::sysconf(_SC_AIO_LISTIO_MAX);
+    if (listio_max == -1 && errno == 0) {
+        std::printf("sysconf(_SC_AIO_LISTIO_MAX): -1, errno unchanged: no definite limit on a list\n");
+    } else if (listio_max == -1) {
+        std::printf("sysconf(_SC_AIO_LISTIO_MAX): %s\n", describe_failure("sysconf", errno).c_str());
+    } else {
+        std::printf("sysconf(_SC_AIO_LISTIO_MAX): %ld requests in one list at most\n", listio_max);
+    }
+    std::vector<aiocb*> list;
+    for (auto& request : requests) {
+        list.push_back(&request->control);
+    }
+    std::fflush(stdout);
+    const int result = ::lio_listio(LIO_WAIT, list.data(), static_cast<int>(list.size()), nullptr);
+    const int error = errno;
+    if (result == 0) {
+        std::printf("lio_listio(LIO_WAIT, %zu reads): 0, every one done\n", list.size());
+    } else if (error == EIO) {
+        std::printf("lio_listio(LIO_WAIT, %zu reads): -1, EIO: every one is over, and one or more failed\n",
+                    list.size());
+    } else {  // EAGAIN or EINVAL: nothing was queued (glibc checks before it queues)
+        report_failure("lio_listio LIO_WAIT " + std::to_string(list.size()) + " reads", error);
+        return 1;
+    }
+    const int in_progress = collect(requests);
+    if (in_progress != 0) {  // LIO_WAIT returned early: it must not
+        report_failure("lio_listio LIO_WAIT returned with " + std::to_string(in_progress) + " still in progress",
+                       EINPROGRESS);
+        return 1;
+    }
+    return result == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     std::vector<std::string> paths;
     int threads = 0;
+    bool listio_wait = false;
     const CommandLine command{
-        "FILE... [--threads N]",
+        "FILE... [--threads N] [--listio-wait]",
         "Reads the first 4096 bytes of each FILE with one POSIX AIO request each; SIGQUIT cancels what is left.",
-        {{"--threads", "N", "glibc's AIO threads (aio_init; glibc's default is 20)", number(threads, 1, 1000)}},
+        {{"--threads", "N", "glibc's AIO threads (aio_init; glibc's default is 20)", number(threads, 1, 1000)},
+         {"--listio-wait", "", "queue every read with one lio_listio(LIO_WAIT), which returns when all are over",
+          [&listio_wait](std::string_view) { return listio_wait = true; }}},
         [&paths](std::string_view operand) {
             paths.emplace_back(operand);
             return !operand.empty();
@@ -196,6 +258,17 @@ int main(int argc, char** argv) {
         settings.aio_num = static_cast<int>(paths.size());
         settings.aio_idle_time = 1;
         ::aio_init(&settings);  // glibc only, returns nothing; before the first request
+    }
+    if (listio_wait) {
+        std::vector<std::unique_ptr<Request>> requests;
+        for (const std::string& path : paths) {
+            auto request = prepare_read(path);
+            if (!request) {
+                return 1;  // reported; nothing was queued
+            }
+            requests.push_back(std::move(request));
+        }
+        return read_with_one_listio(requests);
     }
     sigset_t while_waiting;
     if (!install_handlers(while_waiting)) {

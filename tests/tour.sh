@@ -410,6 +410,13 @@ tour_10_aio_posix() {
         fail "aio_read_files: $(cat "$TOUR_TMP/aio.out")"
     while IFS= read -r line; do show "${line//$TOUR_TMP\//}"; done <"$TOUR_TMP/aio.out"
 
+    step "aio_read_files --listio-wait: both reads in one lio_listio(LIO_WAIT), which returns when both are over"
+    "$dir/aio_read_files" "$TOUR_TMP/posix.a" "$TOUR_TMP/posix.b" --listio-wait >"$TOUR_TMP/aio.out" ||
+        fail "aio_read_files --listio-wait: $(cat "$TOUR_TMP/aio.out")"
+    grep -q '^lio_listio(LIO_WAIT, 2 reads): 0, every one done$' "$TOUR_TMP/aio.out" ||
+        fail "aio_read_files --listio-wait: $(cat "$TOUR_TMP/aio.out")"
+    while IFS= read -r line; do show "${line//$TOUR_TMP\//}"; done <"$TOUR_TMP/aio.out"
+
     step "aio_copy of 4 MiB + 3 bytes with lio_listio and aio_suspend"
     head -c $((4 * 1024 * 1024 + 3)) /dev/urandom >"$TOUR_TMP/posix.src"
     "$dir/aio_copy" "$TOUR_TMP/posix.src" "$TOUR_TMP/posix.dst" --quiet >"$TOUR_TMP/aio.out" 2>&1 ||
