@@ -85,5 +85,13 @@ TEST_CASE("where io_uring is switched off, its rows say why and the benchmark st
     CHECK(contains(*report, "| `uring_server --multishot`, C = 5, 64 B: the io_uring targets | — (skipped: " + reason));
     // The dispatch rows keep io_uring's columns, empty.
     CHECK(contains(*report, " | — | — |\n| 100 | "));
+    // The baseline column, and one descriptor moved up in number (select's
+    // cost by number, poll's by count).
+    CHECK(contains(*report, "| N | read+write only | select | poll | epoll LT |"));
+    CHECK(contains(*report, "### One descriptor, numbered D\n"));
+    CHECK(contains(*report, "\n| 1000 | "));
+    CHECK(contains(*report, "| one descriptor, select: D = "));
+    CHECK(contains(*report, "| one descriptor, poll: D = "));
+    CHECK(exists(output / "sparse.csv"));
     CHECK(processes_with_environment(marker(output)).empty());
 }

@@ -22,7 +22,10 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <algorithm>
+#include <climits>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <memory>
 
@@ -175,6 +178,7 @@ double ping_pong_round_trip_us(int round_trips, int server_cpu) {
 
 const char* name_of(Mechanism mechanism) {
     switch (mechanism) {
+        case Mechanism::none: return "read+write only";
         case Mechanism::select: return "select";
         case Mechanism::poll: return "poll";
         case Mechanism::epoll_lt: return "epoll LT";
@@ -197,16 +201,27 @@ const std::string& io_uring_unavailable() {
     return reason;
 }
 
-Pairs::Pairs(int count) {
+Pairs::Pairs(int count, int lowest_descriptor) {
     readers_.reserve(static_cast<std::size_t>(count));
     writers_.reserve(static_cast<std::size_t>(count));
+    const auto renumber = [lowest_descriptor](int fd) {
+        if (fd >= lowest_descriptor) {
+            return fd;
+        }
+        const int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, lowest_descriptor);
+        if (moved == -1) {
+            fail("fcntl F_DUPFD_CLOEXEC " + std::to_string(lowest_descriptor), errno);
+        }
+        ::close(fd);
+        return moved;
+    };
     for (int i = 0; i < count; ++i) {
         int pair[2];
         if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) == -1) {
             fail("socketpair (pair " + std::to_string(i) + " of " + std::to_string(count) + ")", errno);
         }
-        readers_.push_back(pair[0]);
-        writers_.push_back(pair[1]);
+        readers_.push_back(renumber(pair[0]));
+        writers_.push_back(renumber(pair[1]));
     }
 }
 
@@ -223,6 +238,14 @@ int Pairs::highest_descriptor() const {
         highest = std::max({highest, readers_[i], writers_[i]});
     }
     return highest;
+}
+
+int Pairs::lowest_descriptor() const {
+    int lowest = INT_MAX;
+    for (std::size_t i = 0; i < readers_.size(); ++i) {
+        lowest = std::min({lowest, readers_[i], writers_[i]});
+    }
+    return lowest;
 }
 
 namespace {
@@ -256,11 +279,15 @@ sigset_t dispatch_signals() {
 double Pairs::run(Mechanism mechanism, int active, int chained) {
     const int count = this->count();
     long long written = 0, read_bytes = 0;
+    std::deque<int> written_to;  // none: the pairs that were given a byte, in order
     const auto write_to = [&](int index) {
         if (::write(writers_[static_cast<std::size_t>(index % count)], "x", 1) != 1) {
             fail("write to a socketpair", errno);
         }
         ++written;
+        if (mechanism == Mechanism::none) {
+            written_to.push_back(index % count);
+        }
     };
     int chained_left = chained;
     // Reads what pair i has; each byte read chains one write to pair i+1.
@@ -386,6 +413,7 @@ double Pairs::run(Mechanism mechanism, int active, int chained) {
             }
             break;
         }
+        case Mechanism::none:
         case Mechanism::select: break;
     }
 
@@ -398,6 +426,15 @@ double Pairs::run(Mechanism mechanism, int active, int chained) {
     const auto start = Clock::now();
     while (read_bytes < expected) {
         switch (mechanism) {
+            case Mechanism::none: {
+                // No system call asks which pair is ready: the queue knows.
+                // A pair given two bytes is drained at its first turn and
+                // reads nothing (EAGAIN) at its second.
+                const int index = written_to.front();
+                written_to.pop_front();
+                drain(index);
+                break;
+            }
             case Mechanism::select: {
                 fd_set readable;
                 FD_ZERO(&readable);  // rebuilt every call, as a select server must
@@ -513,6 +550,59 @@ double Pairs::run(Mechanism mechanism, int active, int chained) {
              std::to_string(expected));
     }
     return elapsed / static_cast<double>(read_bytes);
+}
+
+double Pairs::ready_call(Mechanism mechanism, int calls) {
+    const int fd = readers_.front();
+    if (::write(writers_.front(), "x", 1) != 1) {
+        fail("write to a socketpair", errno);
+    }
+    unique_fd epoll_fd;
+    if (mechanism == Mechanism::epoll_lt) {
+        epoll_fd.reset(::epoll_create1(EPOLL_CLOEXEC));
+        epoll_event event{};
+        event.events = EPOLLIN;
+        if (!epoll_fd || ::epoll_ctl(epoll_fd.get(), EPOLL_CTL_ADD, fd, &event) == -1) {
+            fail("epoll_ctl ADD", errno);
+        }
+    }
+    constexpr int bits_per_long = 8 * sizeof(unsigned long);
+    std::vector<unsigned long> bitmap(static_cast<std::size_t>(fd / bits_per_long + 1));
+    const auto start = Clock::now();
+    for (int i = 0; i < calls; ++i) {
+        int ready = -1;
+        switch (mechanism) {
+            case Mechanism::select: {
+                // The bitmap the kernel reads: nfds bits, in longs. An
+                // fd_set is the same bitmap cut at FD_SETSIZE bits, which
+                // the kernel does not know of; this one goes past it.
+                std::fill(bitmap.begin(), bitmap.end(), 0UL);
+                bitmap[static_cast<std::size_t>(fd) / bits_per_long] |= 1UL << (fd % bits_per_long);
+                ready = ::select(fd + 1, reinterpret_cast<fd_set*>(bitmap.data()), nullptr, nullptr, nullptr);
+                break;
+            }
+            case Mechanism::poll: {
+                pollfd entry{fd, POLLIN, 0};
+                ready = ::poll(&entry, 1, -1);
+                break;
+            }
+            case Mechanism::epoll_lt: {
+                epoll_event event;
+                ready = ::epoll_wait(epoll_fd.get(), &event, 1, -1);
+                break;
+            }
+            default: fail(std::string("ready_call: ") + name_of(mechanism) + " is not measured this way");
+        }
+        if (ready != 1) {
+            fail(std::string(name_of(mechanism)) + " on a ready descriptor", ready == -1 ? errno : EAGAIN);
+        }
+    }
+    const double us = seconds_since(start) * 1e6 / calls;
+    char byte;
+    if (::read(fd, &byte, 1) != 1) {  // as it was
+        fail("read from a socketpair", errno);
+    }
+    return us;
 }
 
 }  // namespace bench

@@ -22,14 +22,18 @@ double in_thread_round_trip_us(int round_trips);
 // epoll_wait, as the load generator does.
 double ping_pong_round_trip_us(int round_trips, int server_cpu);
 
+// none: no readiness mechanism at all. The program keeps a queue of the
+// pairs it has written to and reads them in that order, so the column is
+// what the read() and write() of each event cost by themselves, on the same
+// sockets in the same order: the baseline the other columns sit on.
 // uring_poll: one-shot IORING_OP_POLL_ADD requests, each re-armed after
 // its CQE as aio_poll re-arms IOCB_CMD_POLL (09's uring_server --poll);
 // uring_poll_multishot: IORING_POLL_ADD_MULTI, armed once, which is fairer
 // to io_uring (no re-arming at all), shown as a row of its own.
-enum class Mechanism { select, poll, epoll_lt, epoll_et, rtsig, aio_poll, uring_poll, uring_poll_multishot };
-inline constexpr Mechanism all_mechanisms[] = {Mechanism::select,     Mechanism::poll,     Mechanism::epoll_lt,
-                                               Mechanism::epoll_et,   Mechanism::rtsig,    Mechanism::aio_poll,
-                                               Mechanism::uring_poll, Mechanism::uring_poll_multishot};
+enum class Mechanism { none, select, poll, epoll_lt, epoll_et, rtsig, aio_poll, uring_poll, uring_poll_multishot };
+inline constexpr Mechanism all_mechanisms[] = {Mechanism::none,     Mechanism::select,     Mechanism::poll,
+                                               Mechanism::epoll_lt, Mechanism::epoll_et,   Mechanism::rtsig,
+                                               Mechanism::aio_poll, Mechanism::uring_poll, Mechanism::uring_poll_multishot};
 const char* name_of(Mechanism mechanism);
 inline bool uses_io_uring(Mechanism mechanism) {
     return mechanism == Mechanism::uring_poll || mechanism == Mechanism::uring_poll_multishot;
@@ -44,18 +48,29 @@ const std::string& io_uring_unavailable();
 // N socketpairs that every mechanism watches in turn.
 class Pairs {
 public:
-    explicit Pairs(int count);
+    // Every descriptor is numbered `lowest_descriptor` or above (moved
+    // there with F_DUPFD): the sparse set that select pays for by number.
+    explicit Pairs(int count, int lowest_descriptor = 0);
     Pairs(const Pairs&) = delete;
     Pairs& operator=(const Pairs&) = delete;
     ~Pairs();
     [[nodiscard]] int count() const { return static_cast<int>(readers_.size()); }
     [[nodiscard]] int highest_descriptor() const;
+    [[nodiscard]] int lowest_descriptor() const;
 
     // One run: `active` pairs primed with one byte; every byte read from
     // pair i writes one to pair i+1 until `chained` writes are done.
     // Returns microseconds per event (per byte read); fails the benchmark if
     // a byte is lost or invented.
     double run(Mechanism mechanism, int active, int chained);
+
+    // Microseconds per call of select, poll or epoll_wait (level-triggered)
+    // watching only the first pair's reader, which holds one byte that is
+    // never read: every call finds it ready and returns at once. What is
+    // left is the mechanism alone, for one descriptor numbered as it is.
+    // select gets a bitmap of its own, as long as nfds says, so it can go
+    // past FD_SETSIZE (the kernel takes any nfds up to RLIMIT_NOFILE).
+    double ready_call(Mechanism mechanism, int calls);
 
 private:
     std::vector<int> readers_, writers_;
