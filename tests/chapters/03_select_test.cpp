@@ -9,7 +9,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <atomic>
+#include <fstream>
 #include <optional>
 #include <thread>
 #include <regex>
@@ -89,6 +92,17 @@ bool raise_own_descriptor_limit(rlim_t wanted) {
     }
     limit.rlim_cur = wanted;
     return ::setrlimit(RLIMIT_NOFILE, &limit) == 0;
+}
+
+// True if thread `tid` of this process sleeps in select: harness's
+// sleeping_in() reads a process's wchan, a thread's is under
+// /proc/self/task. do_select sleeps in poll_schedule_timeout (as poll
+// does); a kernel built without that function apart shows do_select.
+bool thread_sleeping_in_select(pid_t tid) {
+    std::ifstream wchan("/proc/self/task/" + std::to_string(tid) + "/wchan");
+    std::string where;
+    wchan >> where;
+    return where.find("poll_schedule_timeout") != std::string::npos || where.find("do_select") != std::string::npos;
 }
 
 }  // namespace
@@ -373,5 +387,76 @@ TEST_CASE("select writes the time left into its timeout and clears the sets it r
         CHECK_FALSE(FD_ISSET(read_end.get(), &readable));
         CHECK(timeout.tv_sec == 0);
         CHECK(timeout.tv_usec == 0);
+    }
+}
+
+TEST_CASE("select counts a descriptor once per set it is in, poll once: readable and writable is 2 for select, 1 for "
+          "poll") {
+    // Document 003, select() and poll() return values. A connected socket
+    // with a byte waiting and room to send is both readable and writable.
+    int pair[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+    const unique_fd socket(pair[0]);
+    const unique_fd peer(pair[1]);
+    REQUIRE(::write(peer.get(), "x", 1) == 1);
+
+    fd_set readable, writable;
+    FD_ZERO(&readable);
+    FD_ZERO(&writable);
+    FD_SET(socket.get(), &readable);
+    FD_SET(socket.get(), &writable);
+    timeval no_wait{0, 0};
+    CHECK(::select(socket.get() + 1, &readable, &writable, nullptr, &no_wait) == 2);
+    CHECK(FD_ISSET(socket.get(), &readable));
+    CHECK(FD_ISSET(socket.get(), &writable));
+
+    pollfd entry{socket.get(), POLLIN | POLLOUT, 0};
+    CHECK(::poll(&entry, 1, 0) == 1);
+    CHECK(entry.revents == (POLLIN | POLLOUT));
+}
+
+TEST_CASE("two threads wait in select on the same socket at once, each with its own fd_set, and one byte wakes both") {
+    // Document 004 says select does not allow more than one thread to wait
+    // on the same descriptor set. Linux has no such rule: each waiting
+    // thread hangs its own entry on the socket's wait queue. What a thread
+    // must not share is the fd_set itself, since select writes its result
+    // into it.
+    int pair[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+    const unique_fd socket(pair[0]);
+    const unique_fd peer(pair[1]);
+    struct Waiter {
+        std::atomic<pid_t> tid{0};
+        int ready = -1;  // select's result and the bit, checked after join: no CHECK in a thread
+        bool readable = false;
+        std::thread thread;
+    };
+    std::array<Waiter, 2> waiters;
+    for (Waiter& waiter : waiters) {
+        waiter.thread = std::thread([&socket, &waiter] {
+            waiter.tid = static_cast<pid_t>(::gettid());
+            fd_set readable;  // this thread's own
+            FD_ZERO(&readable);
+            FD_SET(socket.get(), &readable);
+            timeval timeout{10, 0};  // only the byte ends the wait; a wake-up lost returns 0 instead of hanging
+            waiter.ready = ::select(socket.get() + 1, &readable, nullptr, nullptr, &timeout);
+            waiter.readable = FD_ISSET(socket.get(), &readable);
+        });
+    }
+    // Both asleep in select before the byte is sent.
+    const bool both_asleep = eventually([&] {
+        return std::all_of(waiters.begin(), waiters.end(), [](const Waiter& waiter) {
+            return waiter.tid != 0 && thread_sleeping_in_select(waiter.tid);
+        });
+    });
+    const ssize_t written = ::write(peer.get(), "x", 1);  // sent in any case, so that the threads end
+    for (Waiter& waiter : waiters) {
+        waiter.thread.join();
+    }
+    REQUIRE(both_asleep);
+    REQUIRE(written == 1);
+    for (const Waiter& waiter : waiters) {
+        CHECK(waiter.ready == 1);
+        CHECK(waiter.readable);
     }
 }

@@ -13,8 +13,10 @@
 #include <algorithm>
 #include <atomic>
 #include <functional>
+#include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "catch.hpp"
 #include "harness/harness.hpp"
@@ -206,4 +208,37 @@ TEST_CASE("SA_RESTART does not restart select, poll or epoll_wait: a handled sig
         return ::epoll_wait(epoll_fd.get(), &event, 1, 5000);
     }));
     REQUIRE(::sigaction(SIGUSR2, &before, nullptr) == 0);
+}
+
+TEST_CASE("epoll_create's size is ignored: an instance made with epoll_create(1) reports 100 ready descriptors in one "
+          "epoll_wait") {
+    // Document 000 §3.3 says the instance watches at most `size`
+    // descriptors (003 has it right: not a limit, ignored since Linux
+    // 2.6.8). The kernel only checks that size > 0.
+    const unique_fd epoll_fd(::epoll_create(1));
+    REQUIRE(epoll_fd.valid());
+    constexpr int watched = 100;
+    std::vector<unique_fd> read_ends, write_ends;
+    std::set<int> expected;
+    for (int i = 0; i < watched; ++i) {
+        int ends[2];
+        REQUIRE(::pipe2(ends, O_CLOEXEC) == 0);
+        read_ends.emplace_back(ends[0]);
+        write_ends.emplace_back(ends[1]);
+        REQUIRE(::write(ends[1], "x", 1) == 1);  // readable from now on
+        epoll_event watch{};
+        watch.events = EPOLLIN;
+        watch.data.fd = ends[0];
+        REQUIRE(::epoll_ctl(epoll_fd.get(), EPOLL_CTL_ADD, ends[0], &watch) == 0);
+        expected.insert(ends[0]);
+    }
+    std::vector<epoll_event> events(128);
+    const int ready = ::epoll_wait(epoll_fd.get(), events.data(), static_cast<int>(events.size()), 0);
+    CHECK(ready == watched);
+    std::set<int> reported;
+    for (int i = 0; i < std::max(ready, 0); ++i) {
+        CHECK(events[i].events == EPOLLIN);
+        reported.insert(events[i].data.fd);
+    }
+    CHECK(reported == expected);  // each of the 100 once
 }

@@ -31,6 +31,20 @@ const std::vector<std::string> servers{RTSIG_UDP_SERVER, RTSIG_UDP_SERVER_SIGIO}
 
 std::string name_of(const std::string& path) { return path.substr(path.rfind('/') + 1); }
 
+// What the I/O signal's handler of the "not blocked" test saw. The handler
+// interrupts the test's own thread, the process's only one, so volatile
+// sig_atomic_t is enough here.
+volatile sig_atomic_t work_done = 0;           // the loop's progress, counted by the test
+volatile sig_atomic_t work_done_at_signal = -1;  // its value when the handler ran
+volatile sig_atomic_t signal_fd = -1;          // si_fd: which descriptor is ready
+volatile sig_atomic_t signals_handled = 0;
+
+void on_io_signal(int, siginfo_t* info, void*) {
+    work_done_at_signal = work_done;
+    signal_fd = info->si_fd;
+    signals_handled = signals_handled + 1;
+}
+
 // Where each server sleeps between signals: asleep there, it has read its
 // socket until EAGAIN and no signal is pending, so every echo is sent.
 std::string wait_call_of(const std::string& path) {
@@ -408,4 +422,62 @@ TEST_CASE("O_ASYNC works on a pipe and a pseudo-terminal too: a write queues the
     // to end the process, could run.
     iomodels::discard_pending(signal_number);
     REQUIRE(::pthread_sigmask(SIG_SETMASK, &before, nullptr) == 0);
+}
+
+TEST_CASE("signal-driven I/O does not block the process: the I/O signal's handler runs in the middle of a loop of work, "
+          "which then goes on to its end") {
+    // Documents 002 and 003: while it waits for data the process is not
+    // blocked. This thread arms a UDP socket (owner: this process, F_SETSIG,
+    // O_ASYNC), counts to `end`, sends itself a datagram a quarter of the
+    // way, and counts on. The kernel interrupts the loop to run the handler.
+    const int io_signal = SIGRTMIN + 2;
+    sigset_t mask;
+    REQUIRE(::pthread_sigmask(SIG_SETMASK, nullptr, &mask) == 0);
+    REQUIRE_FALSE(::sigismember(&mask, io_signal));  // delivered as it comes, not left pending
+
+    const unique_fd socket = iomodels::bind_udp("127.0.0.1", 0);
+    REQUIRE(socket.valid());
+    const auto address = iomodels::local_address(socket.get());
+    REQUIRE(address.has_value());
+    const unique_fd sender = udp_socket_to(ntohs(address->sin_port));
+
+    struct sigaction action {};
+    action.sa_sigaction = on_io_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_SIGINFO;
+    struct sigaction before {};
+    REQUIRE(::sigaction(io_signal, &action, &before) == 0);
+    REQUIRE(::fcntl(socket.get(), F_SETOWN, ::getpid()) == 0);
+    REQUIRE(::fcntl(socket.get(), F_SETSIG, io_signal) == 0);
+    const int flags = ::fcntl(socket.get(), F_GETFL);  // first: F_SETFL replaces them all
+    REQUIRE(flags != -1);
+    REQUIRE(::fcntl(socket.get(), F_SETFL, flags | O_ASYNC | O_NONBLOCK) == 0);
+
+    constexpr sig_atomic_t end = 20'000'000;
+    constexpr sig_atomic_t send_at = end / 4;
+    signals_handled = 0;
+    ssize_t sent = 0;
+    work_done = 0;
+    while (work_done < end) {
+        if (work_done == send_at) {
+            sent = ::send(sender.get(), "ping", 4, 0);
+        }
+        work_done = work_done + 1;
+    }
+    const sig_atomic_t finished = work_done;
+    // The handler only noted the signal: the datagram still waits for its
+    // recv (phase 2 is the program's).
+    char datagram[16];
+    const ssize_t received = ::recv(socket.get(), datagram, sizeof datagram, 0);
+
+    REQUIRE(::fcntl(socket.get(), F_SETFL, flags) == 0);  // disarmed before the default action is back
+    REQUIRE(::sigaction(io_signal, &before, nullptr) == 0);
+    CHECK(sent == 4);
+    REQUIRE(signals_handled >= 1);
+    CHECK(signal_fd == socket.get());
+    INFO("the handler ran at " << work_done_at_signal << " of " << end << ", the datagram was sent at " << send_at);
+    CHECK(work_done_at_signal >= send_at);  // in the loop, once the datagram was sent...
+    CHECK(work_done_at_signal < end);       // ...and before the loop's end
+    CHECK(finished == end);
+    CHECK(received == 4);
 }

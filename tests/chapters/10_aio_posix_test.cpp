@@ -3,12 +3,20 @@
 // and what strace -f shows. (The server's echo contract is the
 // conformance suite's job.)
 
+#include <aio.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -32,6 +40,44 @@ std::string read_until(Process& process, std::string_view text) {
         }
     }
     return seen;
+}
+
+// glibc takes aio_init's numbers only before the process's first request
+// (it then makes its pool of requests and keeps it). Each in-process test
+// below asks for the same (one helper thread) before its first request,
+// so they pass in either order, in one process or each in its own.
+void use_one_aio_thread() {
+    aioinit init{};
+    init.aio_threads = 1;
+    init.aio_num = 4;
+    ::aio_init(&init);
+}
+
+// True if a thread of this process sleeps in a kernel function whose name
+// contains `function` (harness's sleeping_in() reads the main thread's).
+bool some_thread_sleeping_in(std::string_view function) {
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+        std::ifstream wchan(task.path() / "wchan");
+        std::string where;
+        wchan >> where;
+        if (where.find(function) != std::string::npos) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// A read of all of `buffer` at offset 0, no notification: for lio_listio,
+// aio_read and aio_suspend.
+aiocb read_request(int fd, std::span<char> buffer) {
+    aiocb request{};
+    request.aio_fildes = fd;
+    request.aio_buf = buffer.data();
+    request.aio_nbytes = buffer.size();
+    request.aio_offset = 0;
+    request.aio_lio_opcode = LIO_READ;
+    request.aio_sigevent.sigev_notify = SIGEV_NONE;  // a zeroed sigevent would be SIGEV_SIGNAL
+    return request;
 }
 
 }  // namespace
@@ -293,4 +339,89 @@ TEST_CASE("strace -f: on a socket, glibc tries pread64, gets ESPIPE, and reads w
         }
     }
     CHECK(espipe_then_read);
+}
+
+TEST_CASE("lio_listio skips NULL entries and LIO_NOP entries: a read, NULL, a LIO_NOP and a read give 0 and both reads "
+          "done") {
+    // Document 001: lio_listio ignores an element that is NULL, and LIO_NOP
+    // is the operation that does nothing. The LIO_NOP's descriptor is -1:
+    // a read of it would fail (EBADF), and the call with it (-1, EIO).
+    use_one_aio_thread();
+    TemporaryDirectory directory;
+    write_file(directory / "a", "first file\n");
+    write_file(directory / "b", "second file\n");
+    const unique_fd a(::open((directory / "a").c_str(), O_RDONLY | O_CLOEXEC));
+    const unique_fd b(::open((directory / "b").c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(a.valid());
+    REQUIRE(b.valid());
+    std::array<char, 64> a_buffer{}, b_buffer{}, nop_buffer{};
+    nop_buffer.fill('.');
+    aiocb read_a = read_request(a.get(), a_buffer);
+    aiocb read_b = read_request(b.get(), b_buffer);
+    aiocb nop = read_request(-1, nop_buffer);
+    nop.aio_lio_opcode = LIO_NOP;
+    std::array<std::byte, sizeof nop> nop_before;
+    std::memcpy(nop_before.data(), &nop, sizeof nop);
+
+    aiocb* list[] = {&read_a, nullptr, &nop, &read_b};
+    errno = 0;
+    const int result = ::lio_listio(LIO_WAIT, list, 4, nullptr);
+    INFO("lio_listio: " << result << ", errno " << errno);
+    CHECK(result == 0);
+    CHECK(::aio_error(&read_a) == 0);
+    CHECK(::aio_return(&read_a) == 11);
+    CHECK(std::string(a_buffer.data(), 11) == "first file\n");
+    CHECK(::aio_error(&read_b) == 0);
+    CHECK(::aio_return(&read_b) == 12);
+    CHECK(std::string(b_buffer.data(), 12) == "second file\n");
+    // glibc never queues the LIO_NOP: its aiocb and buffer are as they were,
+    // and aio_error, which only reads the aiocb's error field, says 0, the
+    // value we zeroed it with (POSIX gives an aiocb never submitted no status).
+    CHECK(std::memcmp(nop_before.data(), &nop, sizeof nop) == 0);
+    CHECK(::aio_error(&nop) == 0);
+    CHECK(std::string(nop_buffer.data(), nop_buffer.size()) == std::string(nop_buffer.size(), '.'));
+}
+
+TEST_CASE("aio_cancel(fd, NULL) answers for all of a descriptor's requests: AIO_CANCELED if none had started, "
+          "AIO_NOTCANCELED while one runs, AIO_ALLDONE once all are over") {
+    // Document 001, aio_cancel with aiocbp NULL. As in the SIGQUIT test
+    // above: one glibc thread, a FIFO's read that blocks in it, and a
+    // file's read queued behind it.
+    use_one_aio_thread();
+    TemporaryDirectory directory;
+    const std::string fifo = directory / "fifo";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    // O_RDWR: we are the FIFO's writer too, so the read waits for data.
+    const unique_fd fifo_fd(::open(fifo.c_str(), O_RDWR | O_CLOEXEC));
+    REQUIRE(fifo_fd.valid());
+    write_file(directory / "file", "regular\n");
+    const unique_fd file_fd(::open((directory / "file").c_str(), O_RDONLY | O_CLOEXEC));
+    REQUIRE(file_fd.valid());
+    std::array<char, 64> fifo_buffer{}, file_buffer{};
+    aiocb fifo_read = read_request(fifo_fd.get(), fifo_buffer);
+    aiocb file_read = read_request(file_fd.get(), file_buffer);
+
+    REQUIRE(::aio_read(&fifo_read) == 0);
+    // The one helper thread runs it and sleeps in the FIFO's read(). (No
+    // REQUIRE from here until the FIFO has its data: the read must end
+    // before its buffer goes.)
+    const bool fifo_read_blocked = eventually([] { return some_thread_sleeping_in("pipe_read"); });
+    CHECK(fifo_read_blocked);
+    CHECK(::aio_read(&file_read) == 0);  // no second thread: it waits in glibc's queue
+
+    CHECK(::aio_cancel(file_fd.get(), nullptr) == AIO_CANCELED);
+    CHECK(::aio_error(&file_read) == ECANCELED);
+    CHECK(::aio_return(&file_read) == -1);
+    CHECK(::aio_cancel(fifo_fd.get(), nullptr) == AIO_NOTCANCELED);
+    CHECK(::aio_error(&fifo_read) == EINPROGRESS);
+
+    const ssize_t written = ::write(fifo_fd.get(), "late data\n", 10);
+    const aiocb* const waiting[] = {&fifo_read};
+    const timespec timeout{10, 0};
+    REQUIRE(written == 10);
+    REQUIRE(::aio_suspend(waiting, 1, &timeout) == 0);
+    CHECK(::aio_error(&fifo_read) == 0);
+    CHECK(::aio_return(&fifo_read) == 10);
+    CHECK(std::string(fifo_buffer.data(), 10) == "late data\n");
+    CHECK(::aio_cancel(fifo_fd.get(), nullptr) == AIO_ALLDONE);
 }
