@@ -1,9 +1,10 @@
 // 01-blocking/echo_connection.hpp: the echo loop of one connection, which
-// the three servers of this chapter share (echo_until_eof). What differs
+// the four servers of this chapter share (echo_until_eof). What differs
 // between them is who runs it, and each writes that out with its own
 // blocking accept4(): a child process (server.cpp), a thread
-// (server_thread.cpp), or the one and only thread, one client after another
-// (server_iterative.cpp).
+// (server_thread.cpp), the one and only thread, one client after another
+// (server_iterative.cpp), or one of a pool of threads made at start
+// (server_pool.cpp).
 #pragma once
 
 #include <errno.h>

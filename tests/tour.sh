@@ -199,9 +199,46 @@ expect_echo() {
     show "client sent \"$message\", got back \"$echo\""
 }
 
+# show_waiting_client CLIENT NAME HOLD: holds HOLD connections open to the
+# server NAME (bash /dev/tcp descriptors, each served: a line sent, its echo
+# read), then starts CLIENT: it connects but waits, no echo, until the first
+# held connection closes; then it is served. For the servers that serve a
+# bounded number of clients at once.
+show_waiting_client() {
+    local client=$1 hold=$3 port=${SERVER_PORT[$2]} held=() fd reply i client_pid status
+    for ((i = 1; i <= hold; i++)); do
+        exec {fd}<>"/dev/tcp/127.0.0.1/$port" || fail "cannot connect to 127.0.0.1:$port"
+        held+=("$fd")
+        printf 'held %d\n' "$i" >&"$fd"
+        IFS= read -r -t "$DEADLINE_SECONDS" -u "$fd" reply || fail "no echo on held connection $i"
+        show "held connection $i (a bash /dev/tcp fd) is being served: got back \"$reply\""
+    done
+    # The client must not inherit the held connections.
+    (
+        for fd in "${held[@]}"; do exec {fd}>&-; done
+        exec "$client" --port "$port" waiting client
+    ) >"$TOUR_TMP/waiting.stdout" 2>"$TOUR_TMP/waiting.stderr" </dev/null &
+    client_pid=$!
+    STARTED[$client_pid]="waiting client"
+    sleep 0.5
+    is_running "$client_pid" || fail "the client finished while $hold connection(s) were held"
+    [[ ! -s $TOUR_TMP/waiting.stdout ]] || fail "the client got an echo while $hold connection(s) were held"
+    show "client started: after 0.5 s it is still waiting (connected, not accepted), no echo yet"
+    fd=${held[0]}
+    exec {fd}>&-
+    wait_for_exit "$client_pid" "$DEADLINE_SECONDS" ||
+        fail "the client did not finish within $DEADLINE_SECONDS s after held connection 1 closed"
+    collect_status "$client_pid" status
+    ((status == 0)) || fail "the client exited with status $status: $(cat "$TOUR_TMP/waiting.stderr")"
+    [[ $(<"$TOUR_TMP/waiting.stdout") == "waiting client" ]] ||
+        fail "the client got back \"$(<"$TOUR_TMP/waiting.stdout")\""
+    show "held connection 1 closed: the client is accepted and gets back \"$(<"$TOUR_TMP/waiting.stdout")\""
+    for fd in "${held[@]:1}"; do exec {fd}>&-; done
+}
+
 # ------------------------------------------------------------- the chapters
 
-# 01-blocking: three blocking servers that differ in who runs the echo loop.
+# 01-blocking: four blocking servers that differ in who runs the echo loop.
 tour_01_blocking() {
     local dir=$1
     heading "01-blocking: recv() sleeps through both phases (wait for data, copy it)"
@@ -217,34 +254,19 @@ tour_01_blocking() {
     stop_server server_thread
 
     start_server server_iterative "$dir/server_iterative" 0
-    local port=${SERVER_PORT[server_iterative]}
-    expect_echo "$dir/client" "$port" hello from the tour
-
-    # One connection at a time: hold a first connection open, and a second
-    # client waits in the listen queue until the first one leaves.
-    local first reply second_pid status
-    exec {first}<>"/dev/tcp/127.0.0.1/$port" || fail "cannot connect to 127.0.0.1:$port"
-    printf 'first\n' >&"$first"
-    IFS= read -r -t "$DEADLINE_SECONDS" -u "$first" reply || fail "no echo on the first connection"
-    show "first connection (a bash /dev/tcp fd) is being served: sent \"first\", got back \"$reply\""
-    # {first}>&-: the second client must not inherit the first connection.
-    "$dir/client" --port "$port" second client >"$TOUR_TMP/second.stdout" 2>"$TOUR_TMP/second.stderr" \
-        </dev/null {first}>&- &
-    second_pid=$!
-    STARTED[$second_pid]="second client"
-    sleep 0.5
-    is_running "$second_pid" || fail "the second client finished while the first connection was open"
-    [[ ! -s $TOUR_TMP/second.stdout ]] || fail "the second client got an echo while the first connection was open"
-    show "second client started: after 0.5 s it is still waiting, no echo yet"
-    exec {first}>&-
-    wait_for_exit "$second_pid" "$DEADLINE_SECONDS" ||
-        fail "the second client did not finish within $DEADLINE_SECONDS s after the first connection closed"
-    collect_status "$second_pid" status
-    ((status == 0)) || fail "the second client exited with status $status: $(cat "$TOUR_TMP/second.stderr")"
-    [[ $(<"$TOUR_TMP/second.stdout") == "second client" ]] ||
-        fail "the second client got back \"$(<"$TOUR_TMP/second.stdout")\""
-    show "first connection closed: the second client is accepted and gets back \"$(<"$TOUR_TMP/second.stdout")\""
+    expect_echo "$dir/client" "${SERVER_PORT[server_iterative]}" hello from the tour
+    # One connection at a time: while one is held open, the next client waits
+    # in the listen queue.
+    show_waiting_client "$dir/client" server_iterative 1
     stop_server server_iterative
+
+    # Two threads made at start: two clients at once are served, a third
+    # waits in the listen queue until a worker is free.
+    start_server server_pool "$dir/server_pool" 0 --threads 2
+    expect_echo "$dir/client" "${SERVER_PORT[server_pool]}" hello from the tour
+    show_waiting_client "$dir/client" server_pool 2
+    show_server_log server_pool "worker"
+    stop_server server_pool
 }
 
 # 02-nonblocking: one thread polls every socket; EAGAIN means "not yet".

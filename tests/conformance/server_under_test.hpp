@@ -13,6 +13,8 @@ namespace conformance {
 // How the server serves several clients; a few cases depend on it.
 enum class Model {
     one_at_a_time,           // 01's iterative server: the next client waits
+    bounded_pool,            // 01's server_pool: N threads made at start, each serving one
+                             // client at a time; client N+1 waits until one is free
     process_per_connection,  // a child per client: children must be reaped
     thread_per_connection,   // a thread per client: threads must end
     event_loop,              // one thread, many connections (03 ... 10)
