@@ -7,13 +7,13 @@ set title 'Dispatch cost, A = 1 active of N'
 set xlabel 'N (socketpairs watched)'
 set ylabel 'µs per event'
 set logscale xy
-plot for [i=2:9] 'dispatch_a1.dat' using 1:i with linespoints title columnhead(i)
+plot for [i=2:10] 'dispatch_a1.dat' using 1:i with linespoints title columnhead(i)
 set output 'dispatch_a100.svg'
 set title 'Dispatch cost, A = 100 active of N'
 set xlabel 'N (socketpairs watched)'
 set ylabel 'µs per event'
 set logscale xy
-plot for [i=2:9] 'dispatch_a100.dat' using 1:i with linespoints title columnhead(i)
+plot for [i=2:10] 'dispatch_a100.dat' using 1:i with linespoints title columnhead(i)
 set output 'echo_idle.svg'
 set title 'Echoes/s with K idle connections, C = 50 active, 512 B'
 set xlabel 'K (idle connections)'
