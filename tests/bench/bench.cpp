@@ -2,22 +2,35 @@
 // reader's own machine, and checks the documents' claims with numbers.
 //
 //   1. Calibration: one trivial system call; a 512-byte round trip through a
-//      socketpair in one thread (the ceiling of an echo: nobody sleeps); a
-//      ping-pong between two processes over loopback TCP (the floor of one
-//      connection's round trip).
+//      socketpair in one thread (nobody sleeps); a ping-pong between two
+//      processes over loopback TCP (the floor of one connection's round
+//      trip); the measured ceiling: the load generator against the cheapest
+//      echo server there is.
 //   2. Dispatch cost (libevent's method): µs per event for select, poll,
 //      epoll LT/ET, real-time signals, kernel-AIO poll and io_uring's
-//      POLL_ADD (one-shot and multishot), N watched, A active.
+//      POLL_ADD (one-shot and multishot), N watched, A active, beside the
+//      same reads and writes with no mechanism; and one ready descriptor
+//      numbered D for select, poll and epoll.
 //   3. Echo with K idle connections and C active ones, for every TCP echo
-//      server of the suite: echoes/s, round trips, server CPU per echo and,
-//      in a separate pass, system calls per echo (counted by perf stat on
-//      the server's CPU, or by strace -c -f where perf is missing).
-//   4. Concurrency × message size.
-//   5. Memory per connection, threads and processes at 1000 idle connections.
+//      server of the suite: echoes/s, round trips, CPU per echo of the
+//      server and of the load generator, how busy each CPU was and so which
+//      one was the limit, and, in a separate pass, system calls per echo
+//      (counted by perf stat on the server's CPU, or by strace -c -f where
+//      perf is missing).
+//   4. Concurrency × message size, each cell marked with its limit.
+//   5. Memory per connection at 1000 idle connections: the server's PSS,
+//      threads and processes, and the kernel's slab memory.
 //   6. io_uring against epoll at C = 100, 512 B: CPU per echo on each side,
 //      system calls and io_uring_enter calls per echo, and where the
 //      server's CPU goes (perf record).
-//   7. External servers (--external NAME='COMMAND {port}') beside ours.
+//   7. The servers a user would pick instead, where installed: socat and
+//      Boost.Asio's example echo server; and any other given with
+//      --external NAME='COMMAND {port}'. All run with libloopback_only.so
+//      preloaded, so that none listens beyond 127.0.0.1.
+//
+// The echo workloads run in interleaved rounds: every server once, then
+// every server again, so that a slow minute of the machine falls on all of
+// them rather than on one.
 //
 // io_uring's rows (uring_server's modes, the POLL_ADD dispatch rows) are
 // skipped, saying why, where io_uring_setup fails (kernel.io_uring_disabled,
@@ -79,6 +92,7 @@ struct Settings {
     std::set<std::string> workloads = {"dispatch", "idle", "concurrency", "syscalls"};
     std::optional<std::set<std::string>> servers;  // nullopt: all of ours
     std::vector<std::pair<std::string, std::string>> external;  // name, command
+    bool alternatives = true;  // socat and Boost.Asio's example, where installed (not with --quick)
     std::string output;
     std::string build_dir = IOMODELS_BUILD_DIR;
 };
@@ -99,6 +113,50 @@ int target_active(const Settings& settings) { return settings.quick ? 5 : 100; }
 std::size_t target_size(const Settings& settings) { return settings.quick ? 64 : 512; }
 
 // ------------------------------------------------------------------ servers
+
+// The name the benchmark gives Boost.Asio's example.
+const char* const asio_name = "Boost.Asio async_tcp_echo_server";
+
+bool on_path(const std::string& program) {
+    for (const char* directory : {"/usr/bin/", "/bin/", "/usr/local/bin/"}) {
+        if (::access((directory + program).c_str(), X_OK) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// The echo servers a user would pick instead of writing one, measured beside
+// ours when they are here (the full benchmark, all servers): socat, one
+// process per connection (fork), with a listen backlog of 4096 (its default,
+// 5, stalls a burst of connections); Boost.Asio's async_tcp_echo_server,
+// built from Debian's example (tests/bench/CMakeLists.txt). Each is started
+// with libloopback_only.so preloaded. Why one is missing goes on stderr.
+std::vector<std::pair<std::string, std::string>> alternatives(const Settings& settings) {
+    std::vector<std::pair<std::string, std::string>> found;
+    // All servers (not --quick), or those --servers names.
+    const auto wanted = [&settings](const std::string& name) {
+        return settings.alternatives && (settings.servers ? settings.servers->count(name) != 0 : !settings.quick);
+    };
+    if (wanted("socat")) {
+        if (on_path("socat")) {
+            found.emplace_back("socat", "socat TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,backlog=4096 PIPE");
+        } else {
+            progress("socat not measured: not installed (Debian: apt-get install socat)");
+        }
+    }
+    if (wanted(asio_name)) {
+        if (::access(ASIO_ECHO, X_OK) == 0) {
+            found.emplace_back(asio_name, std::string("'") + ASIO_ECHO + "' {port}");
+        } else {
+            progress("%s not measured: %s", asio_name,
+                     std::string_view(ASIO_ECHO_NOTE).empty()
+                         ? "not built (cmake --build BUILD_DIR --target asio_echo_example; the bench target builds it)"
+                         : ASIO_ECHO_NOTE);
+        }
+    }
+    return found;
+}
 
 std::vector<ServerSpec> our_servers(const Settings& settings) {
     const auto spec = [&](std::string name, std::vector<std::string> extra = {}) {
@@ -148,6 +206,12 @@ std::vector<ServerSpec> our_servers(const Settings& settings) {
             chosen.push_back(std::move(server));
         }
     }
+    for (const auto& [name, command] : alternatives(settings)) {
+        ServerSpec server;
+        server.name = name;
+        server.command = command;
+        chosen.push_back(std::move(server));
+    }
     for (const auto& [name, command] : settings.external) {
         ServerSpec server;
         server.name = name;
@@ -161,7 +225,16 @@ std::vector<ServerSpec> our_servers(const Settings& settings) {
 
 struct Calibration {
     Figure syscall_ns, in_thread_us, ping_pong_us;
-    [[nodiscard]] double ceiling() const { return 2e6 / in_thread_us.median; }  // two cores, echoes/s
+    // The measured ceiling: the load generator against the cheapest echo
+    // server (start_cheapest_echo), C = 50, 512 B; echoes/s, how busy each
+    // CPU was, and each side's CPU per echo (-1: unknown).
+    Figure ceiling;
+    double ceiling_server_busy = -1, ceiling_load_busy = -1, ceiling_server_cpu_us = -1, ceiling_load_cpu_us = -1;
+    // What the rounds add up (one run each).
+    std::vector<double> ceiling_samples;
+    std::uint64_t ceiling_echoes = 0;
+    double ceiling_load_cpu_ns = 0, ceiling_server_cpu_ns = 0;
+    CpuTicks ceiling_server_ticks, ceiling_load_ticks;
 };
 
 struct DispatchRow {
@@ -195,13 +268,36 @@ struct EchoCell {
     // and by the server's counters over the same pass.
     double enters_counted = -1, enters_by_server = -1;
     std::uint64_t pass_echoes = 0;  // echoes in the syscall pass
-    [[nodiscard]] bool generator_bound() const { return load_busy >= generator_limit; }
-    static constexpr double generator_limit = 0.9;  // the load generator's CPU this busy: it is the limit
+    [[nodiscard]] bool generator_bound() const { return load_busy >= busy_limit; }
+    [[nodiscard]] bool server_bound() const { return server_busy >= busy_limit; }
+    static constexpr double busy_limit = 0.9;  // a CPU this busy is the limit of the cell
+    // "server", "generator", "both" (each CPU ≥ 90% busy) or "neither" (a
+    // round trip's latency is the limit: C = 1); "" if unknown.
+    [[nodiscard]] std::string limit() const {
+        if (server_busy < 0 || load_busy < 0) {
+            return "";
+        }
+        return server_bound() ? (generator_bound() ? "both" : "server") : (generator_bound() ? "generator" : "neither");
+    }
+    // The most echoes/s the load generator could drive in this cell with its
+    // whole CPU: 1 ÷ its CPU per echo.
+    [[nodiscard]] double generator_capacity() const { return load_cpu_us > 0 ? 1e6 / load_cpu_us : -1; }
+
+    // What the rounds add up (one timed run each; the summary fields above
+    // are computed from these after every round).
+    std::vector<double> rate_samples;
+    std::vector<float> round_trip_samples;
+    double server_cpu_ns = 0, load_cpu_ns = 0;
+    std::uint64_t echoes = 0;
+    CpuTicks server_ticks, load_ticks;  // busy and all, summed over the runs
+    std::map<std::string, std::uint64_t> counter_growth;  // an io_uring server's counters
+    bool counters_complete = true;
 };
 
 // perf record on the server's CPU during one cell (section 6).
 struct ProfiledCell {
     std::string server;
+    int cpu = -1;  // the CPU recorded: the server's, or the load generator's
     Profile profile;
     std::uint64_t echoes = 0;
     double seconds = 0;
@@ -212,7 +308,22 @@ struct MemoryRow {
     int idle = 0;
     TreeStats before, after;
     std::string missing;
+    // The kernel's slab memory (/proc/meminfo) before and at K: the sockets
+    // of both ends (the generator's and the server's are on this machine),
+    // their files, inodes and epoll items. Other activity adds noise. -1: unknown.
+    double slab_before_kib = -1, slab_after_kib = -1;
 };
+
+// The kernel's slab allocations in all, KiB (/proc/meminfo "Slab:"), -1 if unknown.
+double slab_kib() {
+    std::ifstream meminfo("/proc/meminfo");
+    for (std::string line; std::getline(meminfo, line);) {
+        if (line.rfind("Slab:", 0) == 0) {
+            return std::atof(line.c_str() + 5);
+        }
+    }
+    return -1;
+}
 
 struct Results {
     Calibration calibration;
@@ -235,7 +346,11 @@ Calibration calibrate(const Settings& settings, const Placement& placement) {
         in_thread_us.push_back(in_thread_round_trip_us(settings.quick ? 1000 : 100000));
         ping_pong_us.push_back(ping_pong_round_trip_us(settings.quick ? 1000 : 20000, placement.server_cpu));
     }
-    return {summarise(syscall_ns), summarise(in_thread_us), summarise(ping_pong_us)};
+    Calibration calibration;
+    calibration.syscall_ns = summarise(syscall_ns);
+    calibration.in_thread_us = summarise(in_thread_us);
+    calibration.ping_pong_us = summarise(ping_pong_us);
+    return calibration;
 }
 
 std::vector<DispatchRow> measure_dispatch(const Settings& settings) {
@@ -331,48 +446,110 @@ double per_echo(const std::optional<std::map<std::string, std::uint64_t>>& befor
     return static_cast<double>(after->at(name) - before->at(name)) / static_cast<double>(echoes);
 }
 
-// Runs `runs` timed runs on the open active connections and fills `cell`:
-// echoes/s, round trips, CPU per echo on each side (the server's process
-// clock covers every thread, io_uring's SQ thread included; the generator
-// is this thread), how busy each CPU was, and an io_uring server's own
-// counters per echo.
+// One timed run on the open active connections (this round's), added to
+// `cell`, whose figures are then computed again from every run so far:
+// echoes/s (the median of the runs), round trips, CPU per echo on each side
+// (the server's process clock covers every thread, io_uring's SQ thread
+// included; the generator is this thread), how busy each CPU was, and an
+// io_uring server's own counters per echo.
 void measure_cell(const Settings& settings, const Placement& placement, const ServerSpec& spec,
                   const RunningServer& server, Load& load, EchoCell& cell) {
     const auto counters_before = uring_counters(spec, server);
     const TreeStats before = server.stats();
     const double generator_before = thread_cpu_ns();
     const CpuTicks server_ticks = cpu_ticks(placement.server_cpu), load_ticks = cpu_ticks(placement.load_cpu);
-    std::vector<double> rates;
-    std::vector<float> round_trips;
-    std::uint64_t echoes = 0;
-    for (int run = 0; run < settings.runs; ++run) {
-        RunResult result;
-        std::string error;
-        if (!load.run(cell.size, settings.window / 3, settings.window, result, error)) {
-            cell.missing = error;
-            return;
-        }
-        rates.push_back(result.echoes_per_second());
-        round_trips.insert(round_trips.end(), result.round_trips_us.begin(), result.round_trips_us.end());
-        echoes += result.all_echoes;
+    RunResult result;
+    std::string error;
+    if (!load.run(cell.size, settings.window / 3, settings.window, result, error)) {
+        cell.missing = error;
+        return;
     }
     const double generator_after = thread_cpu_ns();
     const CpuTicks server_ticks_after = cpu_ticks(placement.server_cpu), load_ticks_after = cpu_ticks(placement.load_cpu);
     const TreeStats after = server.stats();
     const auto counters_after = uring_counters(spec, server);
-    cell.rate = summarise(rates);
+
+    cell.rate_samples.push_back(result.echoes_per_second());
+    cell.round_trip_samples.insert(cell.round_trip_samples.end(), result.round_trips_us.begin(),
+                                   result.round_trips_us.end());
+    cell.echoes += result.all_echoes;
+    cell.server_cpu_ns += after.cpu_ns - before.cpu_ns;
+    cell.load_cpu_ns += generator_after - generator_before;
+    const auto add_ticks = [](CpuTicks& sum, const CpuTicks& from, const CpuTicks& to) {
+        sum.busy += to.busy - from.busy;
+        sum.all += to.all - from.all;
+    };
+    add_ticks(cell.server_ticks, server_ticks, server_ticks_after);
+    add_ticks(cell.load_ticks, load_ticks, load_ticks_after);
+    if (counters_before && counters_after) {
+        for (const auto& [name, value] : *counters_after) {
+            if (counters_before->count(name) != 0) {
+                cell.counter_growth[name] += value - counters_before->at(name);
+            }
+        }
+    } else {
+        cell.counters_complete = false;
+    }
+
+    cell.rate = summarise(cell.rate_samples);
     RunResult all;
-    all.round_trips_us = std::move(round_trips);
+    all.round_trips_us = cell.round_trip_samples;
     cell.p50_us = all.percentile_us(50);
     cell.p99_us = all.percentile_us(99);
-    const auto per = static_cast<double>(std::max<std::uint64_t>(echoes, 1));
-    cell.cpu_us = (after.cpu_ns - before.cpu_ns) / 1e3 / per;
-    cell.load_cpu_us = (generator_after - generator_before) / 1e3 / per;
-    cell.server_busy = busy_share(server_ticks, server_ticks_after);
-    cell.load_busy = busy_share(load_ticks, load_ticks_after);
-    cell.enters = per_echo(counters_before, counters_after, "io_uring_enter calls", echoes);
-    cell.sqes = per_echo(counters_before, counters_after, "SQEs submitted", echoes);
-    cell.cqes = per_echo(counters_before, counters_after, "CQEs reaped", echoes);
+    const auto per = static_cast<double>(std::max<std::uint64_t>(cell.echoes, 1));
+    cell.cpu_us = cell.server_cpu_ns / 1e3 / per;
+    cell.load_cpu_us = cell.load_cpu_ns / 1e3 / per;
+    cell.server_busy = busy_share(CpuTicks{}, cell.server_ticks);
+    cell.load_busy = busy_share(CpuTicks{}, cell.load_ticks);
+    const auto counter_per_echo = [&](const char* name) {
+        const auto it = cell.counter_growth.find(name);
+        return spec.io_uring && cell.counters_complete && it != cell.counter_growth.end()
+                   ? static_cast<double>(it->second) / per
+                   : -1.0;
+    };
+    cell.enters = counter_per_echo("io_uring_enter calls");
+    cell.sqes = counter_per_echo("SQEs submitted");
+    cell.cqes = counter_per_echo("CQEs reaped");
+}
+
+// The ceiling of an echo cell on this machine with this load generator: the
+// generator against the cheapest echo server there is (one epoll thread, a
+// recv and a send per message), pinned as ours are, C = 50 (--quick: 5),
+// 512 B. Measured once a round, before the servers of that round, so that
+// it drifts with them; each call adds one run to `calibration`.
+void measure_ceiling(const Settings& settings, const Placement& placement, Calibration& calibration) {
+    progress("the cheapest echo server: the measured ceiling");
+    std::uint16_t port = 0;
+    const pid_t server = start_cheapest_echo(placement.server_cpu, port);
+    Load load("the cheapest echo server", port);
+    std::string error;
+    if (!load.open_active(settings.quick ? 5 : 50, error)) {
+        fail(error);
+    }
+    const double generator_before = thread_cpu_ns(), server_before = process_cpu_ns(server);
+    const CpuTicks server_ticks = cpu_ticks(placement.server_cpu), load_ticks = cpu_ticks(placement.load_cpu);
+    RunResult result;
+    if (!load.run(512, settings.window / 3, settings.window, result, error)) {
+        fail(error);
+    }
+    calibration.ceiling_samples.push_back(result.echoes_per_second());
+    calibration.ceiling_echoes += result.all_echoes;
+    calibration.ceiling_load_cpu_ns += thread_cpu_ns() - generator_before;
+    calibration.ceiling_server_cpu_ns += process_cpu_ns(server) - server_before;
+    const CpuTicks server_after = cpu_ticks(placement.server_cpu), load_after = cpu_ticks(placement.load_cpu);
+    calibration.ceiling_server_ticks.busy += server_after.busy - server_ticks.busy;
+    calibration.ceiling_server_ticks.all += server_after.all - server_ticks.all;
+    calibration.ceiling_load_ticks.busy += load_after.busy - load_ticks.busy;
+    calibration.ceiling_load_ticks.all += load_after.all - load_ticks.all;
+    load = Load("the cheapest echo server", 0);
+    stop_cheapest_echo(server);
+
+    const auto per = static_cast<double>(std::max<std::uint64_t>(calibration.ceiling_echoes, 1));
+    calibration.ceiling = summarise(calibration.ceiling_samples);
+    calibration.ceiling_load_cpu_us = calibration.ceiling_load_cpu_ns / 1e3 / per;
+    calibration.ceiling_server_cpu_us = calibration.ceiling_server_cpu_ns / 1e3 / per;
+    calibration.ceiling_server_busy = busy_share(CpuTicks{}, calibration.ceiling_server_ticks);
+    calibration.ceiling_load_busy = busy_share(CpuTicks{}, calibration.ceiling_load_ticks);
 }
 
 // The same connections again, a fixed number of echoes, while perf (or
@@ -424,7 +601,7 @@ bool profiled(const std::string& name) {
 
 // perf record on the server's CPU during one more timed run of the cell.
 void profile_cell(const Settings& settings, const RunningServer& server, Load& load, const EchoCell& cell,
-                  Results& results) {
+                  Results& results, int cpu, const std::string& what) {
     std::string error;
     RunResult result;
     double seconds = 0;
@@ -435,12 +612,12 @@ void profile_cell(const Settings& settings, const RunningServer& server, Load& l
             seconds = seconds_since(start);
             return worked;
         },
-        error);
+        error, cpu);
     if (!profile) {
         progress("  not profiled: %s", error.c_str());
         return;
     }
-    results.profiles.push_back({cell.server, *profile, result.all_echoes, seconds});
+    results.profiles.push_back({what, cpu, *profile, result.all_echoes, seconds});
 }
 
 // Starts the server, or says why an io_uring server cannot run here
@@ -464,9 +641,30 @@ std::optional<RunningServer> start_or_skip(const ServerSpec& spec, const Placeme
     return std::nullopt;
 }
 
-// Section 3 and 5: one server, K idle connections growing, C active.
+// The cell of `cells` for (server, K, C, size), made on its first round.
+// Its index: cells grows while others are looked up.
+std::size_t cell_index(std::vector<EchoCell>& cells, const std::string& server, int idle, int active,
+                       std::size_t size) {
+    for (std::size_t i = 0; i < cells.size(); ++i) {
+        if (cells[i].server == server && cells[i].idle == idle && cells[i].active == active && cells[i].size == size) {
+            return i;
+        }
+    }
+    EchoCell cell;
+    cell.server = server;
+    cell.idle = idle;
+    cell.active = active;
+    cell.size = size;
+    cells.push_back(std::move(cell));
+    return cells.size() - 1;
+}
+
+// Section 3 and 5, one round of one server: K idle connections growing, C
+// active; one timed run per cell. The rounds are interleaved (every server
+// once, then every server again), so that a slow minute of the machine
+// falls on all of them. Memory and system calls are measured in round 0.
 void measure_idle(const Settings& settings, const ServerSpec& spec, const Placement& placement, Results& results,
-                  SyscallCounter syscalls) {
+                  SyscallCounter syscalls, int round) {
     const std::vector<int> idle_levels = settings.quick ? std::vector<int>{0, 20} : std::vector<int>{0, 1000, 4000, 8000};
     const std::vector<int> active_levels = settings.quick ? std::vector<int>{1, 5} : std::vector<int>{1, 50};
     const int memory_level = settings.quick ? 20 : 1000;
@@ -474,6 +672,7 @@ void measure_idle(const Settings& settings, const ServerSpec& spec, const Placem
     auto server = start_or_skip(spec, placement, skipped);
     Load load(spec.name, server ? server->port() : 0);
     MemoryRow memory{spec.name, 0, server ? server->stats() : TreeStats{}, {}, {}};
+    memory.slab_before_kib = slab_kib();
     std::string refused = skipped;  // set once the server could hold no more
     int previous = -1;
     for (const int wanted : idle_levels) {
@@ -486,39 +685,46 @@ void measure_idle(const Settings& settings, const ServerSpec& spec, const Placem
         }
         previous = idle;
         if (server) {
-            progress("%s: %d idle", spec.name.c_str(), idle);
+            progress("%s: %d idle (round %d of %d)", spec.name.c_str(), idle, round + 1, settings.runs);
         }
         if (refused.empty() && !load.open_idle(idle, error)) {
             refused = error;
         }
-        if (wanted == memory_level || (idle < wanted && memory.idle == 0)) {
+        if (round == 0 && (wanted == memory_level || (idle < wanted && memory.idle == 0))) {
             memory.idle = idle;
             memory.after = server ? server->stats() : TreeStats{};
+            memory.slab_after_kib = slab_kib();
             memory.missing = refused;
         }
         for (const int active : active_levels) {
             if (spec.one_at_a_time && active > 1) {
                 continue;
             }
-            EchoCell cell{spec.name, idle, active, 512, {}, 0, 0, 0, -1, {}, refused};
+            EchoCell& cell = results.idle[cell_index(results.idle, spec.name, idle, active, 512)];
+            if (cell.missing.empty()) {
+                cell.missing = refused;
+            }
             if (cell.missing.empty()) {
                 if (!load.open_active(active, error)) {
                     cell.missing = error;
                 } else {
                     measure_cell(settings, placement, spec, *server, load, cell);
-                    if (syscalls != SyscallCounter::none && cell.missing.empty() && active == active_levels.back()) {
+                    // (--quick counts them for one server: perf's start costs a second.)
+                    if (round == 0 && syscalls != SyscallCounter::none && cell.missing.empty() &&
+                        active == active_levels.back() && (!settings.quick || spec.name == "06-epoll-et/server")) {
                         count_syscalls(settings, syscalls, spec, *server, load, cell);
                     }
                 }
                 load.close_active();
             }
-            results.idle.push_back(cell);
         }
     }
-    if (spec.one_at_a_time) {
-        memory.missing = "one connection at a time";
+    if (round == 0) {
+        if (spec.one_at_a_time) {
+            memory.missing = "one connection at a time";
+        }
+        results.memory.push_back(memory);
     }
-    results.memory.push_back(memory);
     if (!server) {
         return;
     }
@@ -529,11 +735,12 @@ void measure_idle(const Settings& settings, const ServerSpec& spec, const Placem
     }
 }
 
-// Section 4: K = 0, C × size. At C = 100, 512 B (section 6), epoll ET's and
-// the io_uring servers' system calls are counted too, and the two servers
-// of the targets are profiled.
+// Section 4, one round of one server: K = 0, C × size, one timed run per
+// cell, interleaved as section 3's. In round 0, at C = 100, 512 B (section
+// 6), epoll ET's and the io_uring servers' system calls are counted too,
+// and the two servers of the targets are profiled.
 void measure_concurrency(const Settings& settings, const ServerSpec& spec, const Placement& placement,
-                         Results& results, SyscallCounter syscalls) {
+                         Results& results, SyscallCounter syscalls, int round) {
     const std::vector<int> active_levels = settings.quick ? std::vector<int>{1, 5} : std::vector<int>{1, 10, 100, 1000};
     const std::vector<std::size_t> sizes = settings.quick ? std::vector<std::size_t>{64, 4096}
                                                           : std::vector<std::size_t>{64, 512, 4096};
@@ -549,26 +756,33 @@ void measure_concurrency(const Settings& settings, const ServerSpec& spec, const
         } else if (spec.most_connections > 0 && active > spec.most_connections) {
             missing = "holds at most " + std::to_string(spec.most_connections);
         } else {
-            progress("%s: %d active", spec.name.c_str(), active);
+            progress("%s: %d active (round %d of %d)", spec.name.c_str(), active, round + 1, settings.runs);
             if (!load.open_active(active, error)) {
                 missing = error;
             }
         }
         for (const std::size_t size : sizes) {
-            EchoCell cell{spec.name, 0, active, size, {}, 0, 0, 0, -1, {}, missing};
-            if (missing.empty()) {
-                measure_cell(settings, placement, spec, *server, load, cell);
-                if (cell.missing.empty() && active == target_active(settings) && size == target_size(settings) &&
-                    (spec.io_uring || spec.name == "06-epoll-et/server")) {
-                    if (syscalls != SyscallCounter::none) {
-                        count_syscalls(settings, syscalls, spec, *server, load, cell);
-                    }
-                    if (profiled(spec.name)) {
-                        profile_cell(settings, *server, load, cell, results);
-                    }
+            EchoCell& cell = results.concurrency[cell_index(results.concurrency, spec.name, 0, active, size)];
+            if (cell.missing.empty()) {
+                cell.missing = missing;
+            }
+            if (!cell.missing.empty()) {
+                continue;
+            }
+            measure_cell(settings, placement, spec, *server, load, cell);
+            if (round == 0 && cell.missing.empty() && active == target_active(settings) &&
+                size == target_size(settings) && (spec.io_uring || spec.name == "06-epoll-et/server")) {
+                if (syscalls != SyscallCounter::none) {
+                    count_syscalls(settings, syscalls, spec, *server, load, cell);
+                }
+                if (profiled(spec.name)) {
+                    profile_cell(settings, *server, load, cell, results, placement.server_cpu, spec.name);
+                }
+                if (spec.name == "06-epoll-et/server") {  // and the generator's CPU, the other limit
+                    profile_cell(settings, *server, load, cell, results, placement.load_cpu,
+                                 "the load generator, against " + spec.name);
                 }
             }
-            results.concurrency.push_back(cell);
         }
     }
     if (!server) {
@@ -727,12 +941,19 @@ void concurrency_header(std::ostringstream& md, const std::vector<int>& actives)
     md << "\n";
 }
 
+// The CPU that limited a cell, after its figure in section 4: " [s]" the
+// server's, " [g]" the load generator's, " [s g]" both; "" neither or unknown.
+std::string limit_mark(const EchoCell& cell) {
+    const std::string limit = cell.limit();
+    return limit == "server" ? " [s]" : limit == "generator" ? " [g]" : limit == "both" ? " [s g]" : "";
+}
+
 void cpu_table(std::ostringstream& md, const std::vector<EchoCell>& cells, const std::vector<std::string>& names,
                const std::vector<int>& actives, std::size_t size) {
     md << "### CPU per echo, " << size
        << "-byte messages\n\nµs of CPU per echo, the server's / the load generator's, and in brackets how busy the "
           "server's CPU / the generator's CPU was (/proc/stat). A CPU busy ≥ "
-       << format("%.0f", EchoCell::generator_limit * 100)
+       << format("%.0f", EchoCell::busy_limit * 100)
        << "% is the limit: where it is the generator's, the server could go faster than measured.\n\n";
     concurrency_header(md, actives);
     for (const std::string& name : names) {
@@ -751,6 +972,38 @@ void cpu_table(std::ostringstream& md, const std::vector<EchoCell>& cells, const
 }
 
 bool is_uring(const std::string& name) { return name.rfind("09-aio-kernel/uring_server", 0) == 0; }
+
+// 06-epoll-et/server against Boost.Asio's example: CPU per echo ≤ 0.85 of
+// Asio's, and echoes/s ≥ 1.2 of Asio's where Asio's own CPU is a limit, at
+// C = 50 (section 3, K = 0) and C = 100 (section 4), 512 B.
+void asio_targets(std::ostringstream& md, const Settings& settings, const Results& results) {
+    if (settings.quick) {
+        return;
+    }
+    const auto cells = [&](int active) -> std::pair<const EchoCell*, const EchoCell*> {
+        const std::vector<EchoCell>& from = active == 50 ? results.idle : results.concurrency;
+        return {find(from, "06-epoll-et/server", 0, active), find(from, asio_name, 0, active)};
+    };
+    for (const int active : {50, 100}) {
+        const auto [et, asio] = cells(active);
+        if (et == nullptr || asio == nullptr) {
+            md << "| `06-epoll-et/server` against " << asio_name << ", C = " << active << ", 512 B | — | | not "
+               << "measured: " << (asio == nullptr ? "Asio's example was not run (see stderr)" : "no figure of 06") << " |\n";
+            continue;
+        }
+        const double cpu = et->cpu_us / asio->cpu_us;
+        md << "| `06-epoll-et/server`, C = " << active << ", 512 B: server CPU per echo over Asio's example's | "
+           << format("%.2f", cpu) << " (" << format("%.2f", et->cpu_us) << " over " << format("%.2f", asio->cpu_us)
+           << " µs) | ≤ 0.85 | " << verdict(cpu <= 0.85) << " |\n";
+        const double rate = et->rate.median / asio->rate.median;
+        md << "| `06-epoll-et/server`, C = " << active << ", 512 B: echoes/s over Asio's example's | "
+           << format("%.2f", rate) << " (" << format("%.0f", et->rate.median) << " over "
+           << format("%.0f", asio->rate.median) << "; limits: " << et->limit() << " / " << asio->limit()
+           << ") | ≥ 1.2 where Asio's CPU is a limit | "
+           << (asio->server_bound() ? verdict(rate >= 1.2) : std::string("not judged: Asio's CPU is not the limit"))
+           << " |\n";
+    }
+}
 
 // Section 6: io_uring's servers beside epoll ET in the cell of the targets.
 void uring_section(std::ostringstream& md, const Settings& settings, const Placement& placement,
@@ -797,16 +1050,19 @@ void uring_section(std::ostringstream& md, const Settings& settings, const Place
     if (results.profiles.empty()) {
         return;
     }
-    md << "### Where the server's CPU went\n\n`perf record -e cpu-clock -C " << placement.server_cpu
-       << "` (a software clock: no hardware counters needed) during one more run of the cell ("
+    md << "### Where the CPUs went\n\n`perf record -e cpu-clock -C CPU` (a software clock: no hardware counters "
+          "needed) during one more run of the cell ("
        << format("%.1f", settings.window / 3 + settings.window * 3)
-       << " s). Every sample is of the server's CPU, whoever ran there: µs per echo = share of the samples × "
-          "the time recorded ÷ the echoes. `swapper` is the CPU idle.\n\n";
+       << " s), on the server's CPU (" << placement.server_cpu << ") and, for epoll ET, on the load generator's ("
+       << placement.load_cpu
+       << "). Every sample is of that CPU, whoever ran there: µs per echo = share of the samples × the time "
+          "recorded ÷ the echoes. `swapper` is the CPU idle. Over loopback the kernel's receive work for a segment "
+          "runs on the CPU that sent it (softirq), so each side's kernel time includes the other's receives.\n\n";
     for (const ProfiledCell& cell : results.profiles) {
         const double us_per_percent =
             cell.echoes == 0 ? 0 : cell.seconds * 1e6 / static_cast<double>(cell.echoes) / 100;
         md << "**" << cell.server << "**: " << cell.echoes << " echoes in " << format("%.2f", cell.seconds) << " s, "
-           << format("%.0f", cell.profile.samples) << " samples.\n\n| on CPU " << placement.server_cpu
+           << format("%.0f", cell.profile.samples) << " samples.\n\n| on CPU " << cell.cpu
            << " | kernel, µs/echo | user, µs/echo | share |\n|---|---:|---:|---:|\n";
         for (const Profile::Share& share : cell.profile.commands) {
             md << "| " << share.command << " | " << format("%.2f", share.kernel * us_per_percent) << " | "
@@ -870,7 +1126,7 @@ void uring_targets(std::ostringstream& md, const Settings& settings, const Resul
         md << "cannot tell: the load generator's CPU was not measured (no CPU of its own) |\n";
     } else if (u->generator_bound() || e->generator_bound()) {
         md << "not judged: the load generator is the limit (its CPU ≥ "
-           << format("%.0f", EchoCell::generator_limit * 100) << "% busy) |\n";
+           << format("%.0f", EchoCell::busy_limit * 100) << "% busy) |\n";
     } else {
         md << verdict(rate >= 1.15) << (rate >= 1.15 ? "" : see) << " |\n";
     }
@@ -921,22 +1177,40 @@ Report write_report(const Settings& settings, const Placement& placement, const 
     }
     md << "Command: `" << command_line << "`. Every figure is the median of " << settings.runs
        << " run" << (settings.runs == 1 ? "" : "s") << " with the spread (min..max) beside it; every echoed byte "
-       << "was checked.\n\n";
+       << "was checked. The echo runs are interleaved: every server once, then every server again, so that a slow "
+          "minute of the machine falls on all of them.\n\n";
     md << "| machine | |\n|---|---|\n" << machine_facts(placement) << "\n";
 
     // 1. Calibration.
     md << "## 1. Calibration\n\n| what | median (min..max) |\n|---|---|\n";
     md << "| one trivial system call (getppid), ns | " << show(cal.syscall_ns, 1) << " |\n";
     md << "| 512-byte round trip through a socketpair in one thread, µs | " << show(cal.in_thread_us, 2) << " |\n";
-    md << "| two-core ceiling, echoes/s (2 ÷ that round trip) | " << format("%.0f", cal.ceiling()) << " |\n";
     md << "| 512-byte ping-pong between two processes over loopback TCP, µs (the one-connection floor) | "
-       << show(cal.ping_pong_us, 2) << " |\n\n";
+       << show(cal.ping_pong_us, 2) << " |\n";
+    if (!cal.ceiling.valid()) {
+        md << "\n";  // no echo workload: no ceiling
+    } else {
+        md << "| the measured ceiling: echoes/s of the load generator against the cheapest echo server (one epoll "
+              "thread, a recv and a send per message), C = " << (settings.quick ? 5 : 50) << ", 512 B, one run "
+              "before each round of section 3 | " << show(cal.ceiling, 0) << " |\n\n";
+        md << "At the measured ceiling the server's CPU was " << percent(cal.ceiling_server_busy)
+           << " busy and the load generator's " << percent(cal.ceiling_load_busy) << ", at "
+           << figure(cal.ceiling_server_cpu_us) << " and " << figure(cal.ceiling_load_cpu_us)
+           << " µs of CPU per echo. Over loopback, the kernel's TCP work for a segment is done on the CPU of the "
+              "process that sends it, receiving side included, so the generator's CPU per echo is about the "
+              "server's: with one CPU each, a cell is limited by whichever is busier, and no server can go past "
+              "this ceiling while the generator stays as it is. Sections 3 and 4 say, cell by cell, which CPU was "
+              "the limit (≥ 90% busy).\n\n";
+    }
     report.files["calibration.csv"] =
         "what,median,min,max\nsyscall_ns," + format("%.2f", cal.syscall_ns.median) + "," +
         format("%.2f", cal.syscall_ns.low) + "," + format("%.2f", cal.syscall_ns.high) + "\nin_thread_round_trip_us," +
         format("%.3f", cal.in_thread_us.median) + "," + format("%.3f", cal.in_thread_us.low) + "," +
         format("%.3f", cal.in_thread_us.high) + "\nping_pong_round_trip_us," + format("%.3f", cal.ping_pong_us.median) +
-        "," + format("%.3f", cal.ping_pong_us.low) + "," + format("%.3f", cal.ping_pong_us.high) + "\n";
+        "," + format("%.3f", cal.ping_pong_us.low) + "," + format("%.3f", cal.ping_pong_us.high) + "\n" +
+        (cal.ceiling.valid() ? "measured_ceiling_echoes_per_s," + format("%.0f", cal.ceiling.median) + "," +
+                                   format("%.0f", cal.ceiling.low) + "," + format("%.0f", cal.ceiling.high) + "\n"
+                             : std::string());
 
     // 2. Dispatch.
     std::string plots;
@@ -1050,21 +1324,33 @@ Report write_report(const Settings& settings, const Placement& placement, const 
            << "512-byte messages, one in flight per active connection; K idle connections held open (each proven "
               "served by a one-byte echo first). Round trips are over every echo of every run; CPU is the server's "
               "(every thread and process: io_uring's SQ thread is one of them), per echo, and so is the load "
-              "generator's (its thread). System calls per echo come from a separate pass of "
-           << (settings.quick ? 4 : 40) << " echoes per connection (C = the larger value), counted by "
-           << name_of(results.syscall_counter) << ", with the most frequent calls.\n\n";
+              "generator's (its thread). ";
+        if (results.syscall_counter == SyscallCounter::none) {
+            md << "System calls were not counted in this run.\n\n";
+        } else {
+            md << "System calls per echo come from a separate pass of " << (settings.quick ? 4 : 40)
+               << " echoes per connection (C = the larger value), counted by " << name_of(results.syscall_counter)
+               << ", with the most frequent calls.\n\n";
+        }
+        md << "The CPUs busy are the server's / the load generator's (/proc/stat); the limit is the CPU ≥ "
+           << format("%.0f", EchoCell::busy_limit * 100)
+           << "% busy (both, neither: then one connection's round trip is). Generator capacity: 1 ÷ its CPU per "
+              "echo, the most echoes/s it could drive in that cell with its whole CPU.\n\n";
         md << "| server | K idle | C active | echoes/s | p50 µs | p99 µs | server CPU µs/echo | generator CPU µs/echo | "
-              "syscalls/echo | most frequent, per echo |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
+              "CPUs busy | limit | generator capacity | syscalls/echo | most frequent, per echo |\n"
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|\n";
         std::string csv = "server,idle,active,size,echoes_per_s,min,max,p50_us,p99_us,cpu_us_per_echo,syscalls_per_echo,"
                           "load_cpu_us_per_echo,server_cpu_busy,load_cpu_busy,io_uring_enter_per_echo,sqes_per_echo,"
                           "cqes_per_echo,missing\n";
         for (const EchoCell& cell : results.idle) {
             md << "| " << cell.server << " | " << cell.idle << " | " << cell.active << " | ";
             if (!cell.missing.empty()) {
-                md << "— | | | | | | " << cell.missing << " |\n";
+                md << "— | | | | | | | | | " << cell.missing << " |\n";
             } else {
                 md << show(cell.rate, 0) << " | " << format("%.1f", cell.p50_us) << " | " << format("%.1f", cell.p99_us)
                    << " | " << format("%.2f", cell.cpu_us) << " | " << format("%.2f", cell.load_cpu_us) << " | "
+                   << percent(cell.server_busy) << " / " << percent(cell.load_busy) << " | " << cell.limit() << " | "
+                   << figure(cell.generator_capacity(), "%.0f") << " | "
                    << (cell.syscalls < 0 ? std::string("") : format("%.2f", cell.syscalls)) << " | " << cell.top_calls
                    << " |\n";
             }
@@ -1113,7 +1399,10 @@ Report write_report(const Settings& settings, const Placement& placement, const 
     // 4. Concurrency × size.
     if (!results.concurrency.empty()) {
         md << "## 4. Concurrency × message size\n\nNo idle connections; echoes/s (median of " << settings.runs
-           << ") for C active connections.\n\n";
+           << ") for C active connections. After each figure, the CPU that was the limit (≥ "
+           << format("%.0f", EchoCell::busy_limit * 100)
+           << "% busy): [s] the server's, [g] the load generator's, [s g] both; no mark, neither (one connection "
+              "waits for each round trip). Where the generator's CPU is a limit, the server might do more.\n\n";
         std::set<std::size_t> sizes;
         std::vector<int> actives;
         std::vector<std::string> names;
@@ -1145,7 +1434,8 @@ Report write_report(const Settings& settings, const Placement& placement, const 
                         md << " |";
                         continue;
                     }
-                    md << " " << (cell->missing.empty() ? show(cell->rate, 0) : "— (" + cell->missing + ")") << " |";
+                    md << " " << (cell->missing.empty() ? show(cell->rate, 0) + limit_mark(*cell) : "— (" + cell->missing + ")")
+                       << " |";
                     csv += name + "," + std::to_string(active) + "," + std::to_string(size) + "," +
                            format("%.0f", cell->rate.median) + "," + format("%.0f", cell->rate.low) + "," +
                            format("%.0f", cell->rate.high) + "," + format("%.1f", cell->p50_us) + "," +
@@ -1164,22 +1454,29 @@ Report write_report(const Settings& settings, const Placement& placement, const 
     // 5. Memory.
     if (!results.memory.empty()) {
         md << "## 5. Memory per connection\n\nProportional set size (PSS: a page shared by n processes counts 1/n "
-              "in each) of the server's processes, before any connection and with K idle connections; the kernel's "
-              "socket buffers are not in it.\n\n| server | K | PSS before, MiB | PSS at K, MiB | per connection, KiB "
-              "| processes at K | threads at K |\n|---|---:|---:|---:|---:|---:|---:|\n";
-        std::string csv = "server,idle,pss_before_kib,pss_after_kib,per_connection_kib,processes,threads,missing\n";
+              "in each) of the server's processes, before any connection and with K idle connections. The kernel's "
+              "side is apart: its slab memory (/proc/meminfo) grows by the sockets, files, inodes and epoll items "
+              "of both ends of each connection (the load generator's and the server's are on this machine), shown "
+              "per connection; other activity on the machine adds noise to it.\n\n| server | K | PSS before, MiB | "
+              "PSS at K, MiB | per connection, KiB | kernel slab per connection, both ends, KiB | processes at K | "
+              "threads at K |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
+        std::string csv = "server,idle,pss_before_kib,pss_after_kib,per_connection_kib,slab_per_connection_kib,"
+                          "processes,threads,missing\n";
         for (const MemoryRow& row : results.memory) {
             if (!row.missing.empty() || row.idle == 0) {
-                md << "| " << row.server << " | — | " << format("%.1f", row.before.pss_kib / 1024) << " | | | | "
+                md << "| " << row.server << " | — | " << format("%.1f", row.before.pss_kib / 1024) << " | | | | | "
                    << (row.missing.empty() ? "not measured" : row.missing) << " |\n";
                 continue;
             }
             const double per = (row.after.pss_kib - row.before.pss_kib) / row.idle;
+            const double slab = row.slab_before_kib < 0 || row.slab_after_kib < 0
+                                    ? -1
+                                    : (row.slab_after_kib - row.slab_before_kib) / row.idle;
             md << "| " << row.server << " | " << row.idle << " | " << format("%.1f", row.before.pss_kib / 1024) << " | "
                << format("%.1f", row.after.pss_kib / 1024) << " | " << format("%.1f", per) << " | "
-               << row.after.processes << " | " << row.after.threads << " |\n";
+               << figure(slab, "%.1f") << " | " << row.after.processes << " | " << row.after.threads << " |\n";
             csv += row.server + "," + std::to_string(row.idle) + "," + format("%.0f", row.before.pss_kib) + "," +
-                   format("%.0f", row.after.pss_kib) + "," + format("%.2f", per) + "," +
+                   format("%.0f", row.after.pss_kib) + "," + format("%.2f", per) + "," + format("%.2f", slab) + "," +
                    std::to_string(row.after.processes) + "," + std::to_string(row.after.threads) + ",\n";
         }
         md << "\n";
@@ -1259,15 +1556,39 @@ Report write_report(const Settings& settings, const Placement& placement, const 
         if (et == nullptr) {
             continue;
         }
-        const double share = et->rate.median / cal.ceiling();
-        md << "| " << name << ", C = " << busy << ", 512 B: echoes/s over the two-core ceiling ("
-           << format("%.0f", cal.ceiling()) << ") | " << format("%.2f", share) << " | ≥ 0.55 | " << verdict(share >= 0.55)
-           << " |\n";
         if (et->syscalls >= 0) {
             md << "| " << name << ", C = " << busy << ": system calls per echo | " << format("%.2f", et->syscalls)
                << " (" << et->top_calls << ") | ≤ 2.2 | " << verdict(et->syscalls <= 2.2) << " |\n";
         }
     }
+    // The measured ceiling: the event loops (one thread asleep in select,
+    // poll, epoll_wait, sigwaitinfo, io_getevents or io_uring_enter), where
+    // their own CPU is a limit of the cell. Where only the generator's is,
+    // the cell cannot tell a server from the ceiling.
+    if (cal.ceiling.valid()) {
+        for (const char* name : {"03-select/server", "04-poll/server", "05-epoll-lt/server", "06-epoll-et/server",
+                                 "06-epoll-et/server --short-read-drains", "08-rtsig-tcp/server", "09-aio-kernel/server",
+                                 "09-aio-kernel/uring_server", "09-aio-kernel/uring_server --poll",
+                                 "09-aio-kernel/uring_server --multishot"}) {
+            const EchoCell* cell = find(results.idle, name, 0, busy);
+            if (cell == nullptr) {
+                continue;
+            }
+            const double share = cell->rate.median / cal.ceiling.median;
+            md << "| " << name << ", K = 0, C = " << busy << ", 512 B: echoes/s over the measured ceiling ("
+               << format("%.0f", cal.ceiling.median) << "); limit: " << (cell->limit().empty() ? "unknown" : cell->limit())
+               << " | " << format("%.2f", share) << " | ≥ 0.80 where the server's CPU is a limit | ";
+            if (cell->server_bound()) {
+                md << verdict(share >= 0.8);
+            } else if (cell->generator_bound()) {
+                md << "not judged: only the load generator's CPU is the limit";
+            } else {
+                md << "not judged: neither CPU is the limit";
+            }
+            md << " |\n";
+        }
+    }
+    asio_targets(md, settings, results);
     for (const char* name : {"05-epoll-lt/server", "06-epoll-et/server", "06-epoll-et/server --short-read-drains",
                              "04-poll/server", "03-select/server",
                              "01-blocking/server", "01-blocking/server_thread", "01-blocking/server_iterative"}) {
@@ -1378,6 +1699,11 @@ int main(int argc, char** argv) {
               settings.external.emplace_back(value.substr(0, equals), value.substr(equals + 1));
               return true;
           }},
+         {"--no-alternatives", "", "leave out socat and Boost.Asio's example (measured by default where installed)",
+          [&](std::string_view) {
+              settings.alternatives = false;
+              return true;
+          }},
          {"--output", "DIR", "write report.md, CSV files and the plots there",
           [&](std::string_view value) { return !(settings.output = value).empty(); }},
          {"--build-dir", "DIR", "where the chapters' programs are (default: this build)",
@@ -1423,18 +1749,23 @@ int main(int argc, char** argv) {
         progress("neither perf nor strace found: system calls per echo are not counted (Debian: apt-get install "
                  "linux-perf or strace)");
     }
-    for (const auto& [name, command_text] : settings.external) {
-        results.external_names.push_back(name);
-    }
     const std::vector<ServerSpec> servers = our_servers(settings);
     for (const ServerSpec& spec : servers) {
-        if (settings.workloads.count("idle") != 0) {
-            measure_idle(settings, spec, placement, results, syscalls);
+        if (spec.external()) {
+            results.external_names.push_back(spec.name);
         }
     }
-    for (const ServerSpec& spec : servers) {
-        if (settings.workloads.count("concurrency") != 0) {
-            measure_concurrency(settings, spec, placement, results, syscalls);
+    // Interleaved rounds: every server once, then every server again; the
+    // measured ceiling first in each.
+    for (int round = 0; round < settings.runs && settings.workloads.count("idle") != 0; ++round) {
+        measure_ceiling(settings, placement, results.calibration);
+        for (const ServerSpec& spec : servers) {
+            measure_idle(settings, spec, placement, results, syscalls, round);
+        }
+    }
+    for (int round = 0; round < settings.runs && settings.workloads.count("concurrency") != 0; ++round) {
+        for (const ServerSpec& spec : servers) {
+            measure_concurrency(settings, spec, placement, results, syscalls, round);
         }
     }
 

@@ -66,6 +66,18 @@ TEST_CASE("an honest external server is measured beside ours and the report is w
     CHECK(exists(output / "echo_idle.csv"));
 }
 
+TEST_CASE("an external server's wildcard bind becomes 127.0.0.1 under libloopback_only.so, which the bench preloads") {
+    // Bound without listening: nothing can connect, with or without it.
+    const Completed plain = run({FAULTY_ECHO, "--show-wildcard-bind"});
+    REQUIRE(plain.status.describe() == "exit 0");
+    CHECK(plain.out == "0.0.0.0\n");
+    StartOptions preloaded;
+    preloaded.env = {std::string("LD_PRELOAD=") + LOOPBACK_ONLY};
+    const Completed shimmed = run({FAULTY_ECHO, "--show-wildcard-bind"}, preloaded);
+    REQUIRE(shimmed.status.describe() == "exit 0");
+    CHECK(shimmed.out == "127.0.0.1\n");
+}
+
 TEST_CASE("where io_uring is switched off, its rows say why and the benchmark still succeeds") {
     TemporaryDirectory output;
     StartOptions marked;
@@ -80,7 +92,7 @@ TEST_CASE("where io_uring is switched off, its rows say why and the benchmark st
     REQUIRE(report.has_value());
     const std::string reason = "io_uring_setup 8: Operation not permitted [EPERM]";
     CHECK(contains(*report, "**io_uring rows skipped**: " + reason));
-    CHECK(contains(*report, "| 09-aio-kernel/uring_server --multishot | 0 | 1 | — | | | | | | skipped: " + reason));
+    CHECK(contains(*report, "| 09-aio-kernel/uring_server --multishot | 0 | 1 | — | | | | | | | | | skipped: " + reason));
     CHECK(contains(*report, "— (skipped: " + reason + ")"));
     CHECK(contains(*report, "| `uring_server --multishot`, C = 5, 64 B: the io_uring targets | — (skipped: " + reason));
     // The dispatch rows keep io_uring's columns, empty.

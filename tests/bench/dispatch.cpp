@@ -176,6 +176,69 @@ double ping_pong_round_trip_us(int round_trips, int server_cpu) {
     return us;
 }
 
+pid_t start_cheapest_echo(int server_cpu, std::uint16_t& port) {
+    unique_fd listener = iomodels::listen_tcp("127.0.0.1", 0, SOCK_CLOEXEC);
+    if (!listener) {
+        fail("cheapest echo: listen on 127.0.0.1", errno);
+    }
+    port = ntohs(iomodels::local_address(listener.get())->sin_port);
+    const pid_t child = ::fork();
+    if (child == -1) {
+        fail("cheapest echo: fork", errno);
+    }
+    if (child != 0) {
+        started(child);
+        return child;
+    }
+    if (server_cpu >= 0) {
+        cpu_set_t cpus;
+        CPU_ZERO(&cpus);
+        CPU_SET(server_cpu, &cpus);
+        ::sched_setaffinity(0, sizeof cpus, &cpus);
+    }
+    ::signal(SIGTERM, SIG_DFL);
+    const int epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+    epoll_event interest{};
+    interest.events = EPOLLIN;
+    interest.data.fd = listener.get();
+    ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, listener.get(), &interest);
+    std::vector<char> buffer(65536);
+    epoll_event events[256];
+    for (;;) {
+        const int ready = ::epoll_wait(epoll_fd, events, 256, -1);
+        for (int e = 0; e < ready; ++e) {
+            const int fd = events[e].data.fd;
+            if (fd == listener.get()) {
+                // Blocking sockets: a send of one message (512 bytes, one
+                // in flight) never waits for room; recv does not block
+                // (MSG_DONTWAIT) and epoll says when to call it.
+                const int connection = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
+                if (connection >= 0) {
+                    epoll_event event{};
+                    event.events = EPOLLIN;
+                    event.data.fd = connection;
+                    ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, connection, &event);
+                }
+                continue;
+            }
+            const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), MSG_DONTWAIT);
+            if (n > 0 && write_fully(fd, buffer.data(), static_cast<std::size_t>(n))) {
+                continue;
+            }
+            if (n == -1 && errno == EAGAIN) {
+                continue;
+            }
+            ::close(fd);  // end of file, or an error: the load generator closed it
+        }
+    }
+}
+
+void stop_cheapest_echo(pid_t pid) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    reaped(pid);
+}
+
 const char* name_of(Mechanism mechanism) {
     switch (mechanism) {
         case Mechanism::none: return "read+write only";

@@ -2,6 +2,9 @@
 // readiness mechanism (libevent's test/bench.c method).
 #pragma once
 
+#include <sys/types.h>
+
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -21,6 +24,14 @@ double in_thread_round_trip_us(int round_trips);
 // stays where it is (-1: no pinning) and waits for each echo in
 // epoll_wait, as the load generator does.
 double ping_pong_round_trip_us(int round_trips, int server_cpu);
+
+// The cheapest TCP echo server the load generator can meet, for the measured
+// ceiling: a child process on `server_cpu` (-1: not pinned), one thread,
+// epoll, one recv() and one send() per message, nothing logged or counted.
+// Returns its pid (registered, so that fail() stops it) and sets `port`;
+// stop it with stop_cheapest_echo.
+pid_t start_cheapest_echo(int server_cpu, std::uint16_t& port);
+void stop_cheapest_echo(pid_t pid);
 
 // none: no readiness mechanism at all. The program keeps a queue of the
 // pairs it has written to and reads them in that order, so the column is

@@ -290,6 +290,9 @@ std::optional<RunningServer> RunningServer::start(const ServerSpec& spec, int cp
         ::dup2(spec.external() ? null : out_write.get(), 1);
         ::dup2(err, 2);
         ::signal(SIGPIPE, SIG_DFL);
+        if (spec.external()) {
+            ::setenv("LD_PRELOAD", LOOPBACK_ONLY, 1);  // a wildcard bind becomes 127.0.0.1
+        }
         sigset_t none;
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -402,6 +405,16 @@ std::vector<pid_t> RunningServer::processes() const {
     return found;
 }
 
+double process_cpu_ns(pid_t pid) {
+    // The process's CPU-time clock: every thread, also those that ended.
+    clockid_t clock{};
+    timespec used{};
+    if (::clock_getcpuclockid(pid, &clock) == 0 && ::clock_gettime(clock, &used) == 0) {
+        return static_cast<double>(used.tv_sec) * 1e9 + static_cast<double>(used.tv_nsec);
+    }
+    return 0;
+}
+
 TreeStats RunningServer::stats() const {
     TreeStats stats;
     for (const pid_t pid : processes()) {
@@ -413,12 +426,7 @@ TreeStats RunningServer::stats() const {
             }
             ::closedir(tasks);
         }
-        // The process's CPU-time clock: every thread, also those that ended.
-        clockid_t clock{};
-        timespec used{};
-        if (::clock_getcpuclockid(pid, &clock) == 0 && ::clock_gettime(clock, &used) == 0) {
-            stats.cpu_ns += static_cast<double>(used.tv_sec) * 1e9 + static_cast<double>(used.tv_nsec);
-        }
+        stats.cpu_ns += process_cpu_ns(pid);
         const std::string rollup = read_file(base + "/smaps_rollup");
         const std::size_t at = rollup.find("\nPss:");
         if (at != std::string::npos) {
@@ -682,14 +690,16 @@ std::optional<std::vector<std::pair<std::string, std::uint64_t>>> RunningServer:
     return counts;
 }
 
-std::optional<Profile> RunningServer::profile(const std::function<bool()>& workload, std::string& error) const {
+std::optional<Profile> RunningServer::profile(const std::function<bool()>& workload, std::string& error,
+                                              int cpu) const {
     if (cpu_ < 0 || !installed("perf")) {
         error = cpu_ < 0 ? "the server is not pinned to a CPU of its own" : "perf is not installed";
         return std::nullopt;
     }
+    const int recorded = cpu < 0 ? cpu_ : cpu;
     const TemporaryDirectory directory("bench-profile");
     const std::string data = directory.path() + "/perf.data";
-    if (!perf_during("record", {"-e", "cpu-clock", "-C", std::to_string(cpu_), "-q", "-o", data}, cpu_,
+    if (!perf_during("record", {"-e", "cpu-clock", "-C", std::to_string(recorded), "-q", "-o", data}, cpu_,
                      directory.path(), workload, error)) {
         return std::nullopt;
     }

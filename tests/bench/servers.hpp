@@ -32,6 +32,9 @@ struct TreeStats {
     int processes = 0, threads = 0;
 };
 
+// CPU time of process `pid` so far (every thread), ns; 0 if unknown.
+double process_cpu_ns(pid_t pid);
+
 // Time a CPU spent busy (user, system, interrupts, softirqs, steal) and in
 // all, from /proc/stat, in clock ticks: how busy the server's CPU and the
 // load generator's CPU were during a cell.
@@ -90,9 +93,10 @@ public:
     std::optional<std::vector<std::pair<std::string, std::uint64_t>>> count_syscalls(
         SyscallCounter counter, const std::function<bool()>& workload, std::string& error) const;
 
-    // `perf record` on the server's CPU while `workload` runs. nullopt, with
-    // `error` set, without perf or a pinned server.
-    std::optional<Profile> profile(const std::function<bool()>& workload, std::string& error) const;
+    // `perf record` on the server's CPU (or on `cpu`, e.g. the load
+    // generator's) while `workload` runs. nullopt, with `error` set, without
+    // perf or a pinned server.
+    std::optional<Profile> profile(const std::function<bool()>& workload, std::string& error, int cpu = -1) const;
 
     // The server's counters so far: SIGUSR1, then its "status:" line
     // ("3 connections, 1536 bytes echoed, 12 io_uring_enter calls") read
