@@ -308,21 +308,35 @@ struct MemoryRow {
     int idle = 0;
     TreeStats before, after;
     std::string missing;
-    // The kernel's slab memory (/proc/meminfo) before and at K: the sockets
-    // of both ends (the generator's and the server's are on this machine),
-    // their files, inodes and epoll items. Other activity adds noise. -1: unknown.
-    double slab_before_kib = -1, slab_after_kib = -1;
+    // The kernel's memory in TCP sockets, their inodes and their files
+    // (/proc/slabinfo) before and at K: both ends of each connection, the
+    // load generator's and the server's, are on this machine. NaN: unknown
+    // (/proc/slabinfo is readable by root only).
+    double slab_before_kib = std::nan(""), slab_after_kib = std::nan("");
 };
 
-// The kernel's slab allocations in all, KiB (/proc/meminfo "Slab:"), -1 if unknown.
+// KiB in the slab caches of a TCP connection's kernel objects: the socket
+// ("TCP", struct tcp_sock), its inode ("sock_inode_cache") and its file
+// ("filp"), active objects × object size (/proc/slabinfo). Caches merged
+// with others (epoll's items) and the dentry cache, which other activity
+// churns, are left out. NaN if /proc/slabinfo cannot be read (not root).
 double slab_kib() {
-    std::ifstream meminfo("/proc/meminfo");
-    for (std::string line; std::getline(meminfo, line);) {
-        if (line.rfind("Slab:", 0) == 0) {
-            return std::atof(line.c_str() + 5);
+    std::ifstream slabinfo("/proc/slabinfo");
+    if (!slabinfo) {
+        return std::nan("");
+    }
+    double kib = 0;
+    int found = 0;
+    for (std::string line; std::getline(slabinfo, line);) {
+        std::istringstream fields(line);
+        std::string name;
+        double active = 0, all = 0, size = 0;
+        if (fields >> name >> active >> all >> size && (name == "TCP" || name == "sock_inode_cache" || name == "filp")) {
+            kib += active * size / 1024;
+            ++found;
         }
     }
-    return -1;
+    return found == 3 ? kib : std::nan("");
 }
 
 struct Results {
@@ -1455,11 +1469,13 @@ Report write_report(const Settings& settings, const Placement& placement, const 
     if (!results.memory.empty()) {
         md << "## 5. Memory per connection\n\nProportional set size (PSS: a page shared by n processes counts 1/n "
               "in each) of the server's processes, before any connection and with K idle connections. The kernel's "
-              "side is apart: its slab memory (/proc/meminfo) grows by the sockets, files, inodes and epoll items "
-              "of both ends of each connection (the load generator's and the server's are on this machine), shown "
-              "per connection; other activity on the machine adds noise to it.\n\n| server | K | PSS before, MiB | "
-              "PSS at K, MiB | per connection, KiB | kernel slab per connection, both ends, KiB | processes at K | "
-              "threads at K |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
+              "side is apart: the kernel objects of a TCP connection's two sockets (both ends, the load "
+              "generator's and the server's, are on this machine), each a `struct tcp_sock`, an inode and a "
+              "file, counted in /proc/slabinfo (readable by root only). Not counted: epoll's items (in caches "
+              "shared with other objects), the dentries, the socket buffers (empty on an idle connection), and a "
+              "thread's or a process's own kernel memory.\n\n| server | K | PSS before, MiB | PSS at K, MiB | per "
+              "connection, KiB | kernel sockets per connection, both ends, KiB | processes at K | threads at K |\n"
+              "|---|---:|---:|---:|---:|---:|---:|---:|\n";
         std::string csv = "server,idle,pss_before_kib,pss_after_kib,per_connection_kib,slab_per_connection_kib,"
                           "processes,threads,missing\n";
         for (const MemoryRow& row : results.memory) {
@@ -1469,12 +1485,10 @@ Report write_report(const Settings& settings, const Placement& placement, const 
                 continue;
             }
             const double per = (row.after.pss_kib - row.before.pss_kib) / row.idle;
-            const double slab = row.slab_before_kib < 0 || row.slab_after_kib < 0
-                                    ? -1
-                                    : (row.slab_after_kib - row.slab_before_kib) / row.idle;
+            const double slab = (row.slab_after_kib - row.slab_before_kib) / row.idle;  // NaN if unknown
             md << "| " << row.server << " | " << row.idle << " | " << format("%.1f", row.before.pss_kib / 1024) << " | "
                << format("%.1f", row.after.pss_kib / 1024) << " | " << format("%.1f", per) << " | "
-               << figure(slab, "%.1f") << " | " << row.after.processes << " | " << row.after.threads << " |\n";
+               << (std::isnan(slab) ? std::string() : format("%.1f", slab)) << " | " << row.after.processes << " | " << row.after.threads << " |\n";
             csv += row.server + "," + std::to_string(row.idle) + "," + format("%.0f", row.before.pss_kib) + "," +
                    format("%.0f", row.after.pss_kib) + "," + format("%.2f", per) + "," + format("%.2f", slab) + "," +
                    std::to_string(row.after.processes) + "," + std::to_string(row.after.threads) + ",\n";
@@ -1577,7 +1591,8 @@ Report write_report(const Settings& settings, const Placement& placement, const 
             const double share = cell->rate.median / cal.ceiling.median;
             md << "| " << name << ", K = 0, C = " << busy << ", 512 B: echoes/s over the measured ceiling ("
                << format("%.0f", cal.ceiling.median) << "); limit: " << (cell->limit().empty() ? "unknown" : cell->limit())
-               << " | " << format("%.2f", share) << " | ≥ 0.80 where the server's CPU is a limit | ";
+               << " | " << format("%.2f", share) << " (CPU per echo: server " << format("%.2f", cell->cpu_us)
+               << " µs, generator " << format("%.2f", cell->load_cpu_us) << " µs) | ≥ 0.80 where the server's CPU is a limit | ";
             if (cell->server_bound()) {
                 md << verdict(share >= 0.8);
             } else if (cell->generator_bound()) {
