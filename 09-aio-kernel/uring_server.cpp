@@ -14,7 +14,15 @@
 // One io_uring_enter per round submits every SQE prepared and sleeps until
 // a CQE comes; then every CQE in the ring is handled.
 //
-// usage: uring_server [PORT] [--host ADDR] [--quiet] [--poll | --multishot] [--sqpoll]   (PORT 8009)
+// The ring is set up with IORING_SETUP_DEFER_TASKRUN (Linux 6.1; with
+// SINGLE_ISSUER: one thread submits): the kernel finishes a completion's
+// work in our io_uring_enter, instead of interrupting this thread for each
+// one (an inter-processor interrupt, which the CPU of whoever sent the data
+// pays). --no-defer-taskrun puts the old way back, to compare; --sqpoll
+// cannot have it.
+//
+// usage: uring_server [PORT] [--host ADDR] [--quiet] [--poll | --multishot] [--sqpoll] [--no-defer-taskrun]
+//        (PORT 8009)
 //
 // strace: strace -e trace=io_uring_setup,io_uring_enter,accept4,recvfrom,sendto ./build/09-aio-kernel/uring_server 0
 //   io_uring_setup(256, {...}) = 4, then only io_uring_enter(4, N, 1, IORING_ENTER_GETEVENTS, ...):
@@ -71,6 +79,7 @@ constexpr std::chrono::milliseconds sqpoll_idle{10};
 struct Settings {
     Mode mode = Mode::completion;
     bool sqpoll = false;
+    bool defer_taskrun = true;  // not with --sqpoll
     unsigned entries = 256;  // SQ ring size; the CQ ring has 4 times as many
     // --sqpoll: how long we poll the CQ ring. 0 where this process may run
     // on one CPU only: the SQ thread shares it, and our polling would keep
@@ -713,12 +722,15 @@ std::vector<Option> options(Settings& settings) {
              [&settings](std::string_view) { return settings.mode = Mode::multishot, true; }},
             {"--sqpoll", "", "a kernel thread polls the SQ ring (IORING_SETUP_SQPOLL)",
              [&settings](std::string_view) { return settings.sqpoll = true; }},
+            {"--no-defer-taskrun", "", "completions' work run at once, waking this thread for each (no DEFER_TASKRUN)",
+             [&settings](std::string_view) { return settings.defer_taskrun = false, true; }},
             {"--entries", "N", "SQ ring size (8 to 4096, default 256; the CQ ring has 4 times as many)",
              number(settings.entries, 8u, 4096u)}};
 }
 
 // io_uring_setup with the flags `settings` ask for. On failure the Ring is
-// invalid and `failed_call` says which call.
+// invalid and `failed_call` says which call. A kernel older than 6.1 says
+// EINVAL to DEFER_TASKRUN: then the ring is made without it.
 Ring set_up_ring(const Settings& settings, std::string& failed_call) {
     io_uring_params params{};
     params.flags = IORING_SETUP_CQSIZE;  // multishot requests make many CQEs per SQE
@@ -726,6 +738,13 @@ Ring set_up_ring(const Settings& settings, std::string& failed_call) {
     if (settings.sqpoll) {
         params.flags |= IORING_SETUP_SQPOLL;
         params.sq_thread_idle = static_cast<std::uint32_t>(sqpoll_idle.count());  // ms, then IORING_SQ_NEED_WAKEUP
+    } else if (settings.defer_taskrun) {
+        io_uring_params deferred = params;
+        deferred.flags |= IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+        Ring ring(settings.entries, deferred, failed_call);
+        if (ring || errno != EINVAL) {
+            return ring;
+        }
     }
     return Ring(settings.entries, params, failed_call);
 }
