@@ -21,4 +21,4 @@ set ylabel 'echoes/s'
 unset logscale
 set logscale y
 set key outside right
-plot for [i=2:19] 'echo_idle.dat' using 1:i with linespoints title columnhead(i)
+plot for [i=2:20] 'echo_idle.dat' using 1:i with linespoints title columnhead(i)
