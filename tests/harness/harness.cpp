@@ -104,9 +104,17 @@ Process Process::start(const std::vector<std::string>& argv, const StartOptions&
         child_argv.push_back(const_cast<char*>(arg.c_str()));
     }
     child_argv.push_back(nullptr);
+    // The test's environment, with options.env's entries in place of any
+    // of the same name (getenv would find the first of two).
     std::vector<std::string> env_strings;
     for (char** entry = environ; *entry != nullptr; ++entry) {
-        env_strings.emplace_back(*entry);
+        const std::string_view name = std::string_view(*entry).substr(0, std::string_view(*entry).find('='));
+        const bool replaced = std::any_of(options.env.begin(), options.env.end(), [name](const std::string& extra) {
+            return extra.size() > name.size() && extra.compare(0, name.size(), name) == 0 && extra[name.size()] == '=';
+        });
+        if (!replaced) {
+            env_strings.emplace_back(*entry);
+        }
     }
     env_strings.insert(env_strings.end(), options.env.begin(), options.env.end());
     std::vector<char*> child_env;

@@ -37,7 +37,7 @@ struct ExitStatus {
 
 struct StartOptions {
     std::string stdin_data;           // run() only: written to the program's stdin, then closed
-    std::vector<std::string> env;     // extra "NAME=value" entries
+    std::vector<std::string> env;     // extra "NAME=value" entries, in place of the test's own of that name
     int rlimit_nofile = 0;            // >0: the program's RLIMIT_NOFILE (soft and hard)
     int rlimit_sigpending = 0;        // >0: its RLIMIT_SIGPENDING: how many signals can be queued
     long long rlimit_fsize = 0;       // >0: its RLIMIT_FSIZE: the largest file it may write
