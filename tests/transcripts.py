@@ -12,7 +12,8 @@ A transcript is a fenced block whose info string is `console`:
   ends in a backslash, goes on with it.
 - The lines up to the next command are lines it prints, in that order.
   Other lines may come before, between and after them: a transcript shows
-  the lines that matter. In them, `...` stands for any text, `N` for any
+  the lines that matter. Leading and trailing blanks are not compared, and
+  a run of blanks matches any run of blanks (columns move with their numbers). In them, `...` stands for any text, `N` for any
   number, and a word that ends in PORT or PID (PORT, PORT2, SERVERPID) for
   a number that later commands use: the runner puts the number it saw in
   their place. A line that starts with `#` is a comment.
@@ -143,7 +144,7 @@ def read_markdown(file):
             indent, fence, info = len(m.group(1)), m.group(2), m.group(3)
             body, i = [], i + 1
             while i < len(lines) and not lines[i].strip().startswith(fence):
-                body.append(lines[i][indent:] if lines[i][:indent].isspace() else lines[i].lstrip())
+                body.append(lines[i][indent:] if lines[i][:indent].strip() == "" else lines[i].lstrip())
                 i += 1
             if info == "console" and "not-run" not in options:
                 session = session_for(i)
@@ -268,8 +269,8 @@ def pattern(line, captures):
             else:
                 names.append(token)
                 out.append(f"(?P<{token}>\\d+)")
-        else:
-            out.append(re.escape(token))
+        else:  # literal text; a run of blanks matches any run of blanks (columns)
+            out.append(r"\s+".join(re.escape(part) for part in re.split(r"\s+", token)))
     return re.compile("".join(out) + r"\s*")
 
 
@@ -277,9 +278,9 @@ def match(expected, lines, captures):
     """How many expected lines match, in order, and what they bound."""
     bound, at = dict(captures), 0
     for count, line in enumerate(expected):
-        regex = pattern(line, bound)
+        regex = pattern(line.strip(), bound)
         while at < len(lines):
-            m = regex.fullmatch(lines[at])
+            m = regex.fullmatch(lines[at].strip())
             at += 1
             if m:
                 bound.update({k: v for k, v in m.groupdict().items() if v is not None})
