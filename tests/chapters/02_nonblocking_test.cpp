@@ -59,6 +59,12 @@ TEST_CASE("the server's recv on an idle connection returns EAGAIN instead of sle
     INFO(trace.text.substr(0, 4000));
     CHECK(has_failure(trace.calls_named("recvfrom"), "EAGAIN"));  // no data yet
     CHECK(has_failure(trace.calls_named("accept4"), "EAGAIN"));   // nobody waiting to connect
+    // The summary counts every one of them: accept4, recvfrom and sendto.
+    std::uint64_t eagains = 0;
+    for (const Syscall& call : trace.calls) {
+        eagains += call.error() == "EAGAIN";
+    }
+    CHECK(summary_count(summary, "EAGAIN returns") == eagains);
     bool echoed = false;
     for (const Syscall& call : trace.calls_named("sendto")) {
         echoed = echoed || call.args.find("\"now\"") != std::string::npos;

@@ -60,6 +60,18 @@ TEST_CASE("aio_read reads with O_DIRECT into an aligned buffer, and a misaligned
     CHECK(aligned.out.find(", O_DIRECT") != std::string::npos);
     CHECK(aligned.out.find("bytes read at offset 0") != std::string::npos);
     CHECK(aligned.out.find("\nHello, direct I/O\\n") != std::string::npos);  // printed escaped, never as %s
+    // The buffer is aligned as statx says, whether or not this file system
+    // would refuse less (ext4 here takes a misaligned buffer and reads it
+    // buffered): "buffer N" in the first line, the address in the second.
+    const std::size_t alignment_at = aligned.out.find("alignment of " + path + ": buffer ");
+    const std::size_t address_at = aligned.out.find("into a buffer at 0x");
+    REQUIRE(alignment_at != std::string::npos);
+    REQUIRE(address_at != std::string::npos);
+    const unsigned long alignment = std::stoul(aligned.out.substr(alignment_at + path.size() + 22));
+    const unsigned long address = std::stoul(aligned.out.substr(address_at + 19), nullptr, 16);
+    INFO("buffer at 0x" << std::hex << address << std::dec << ", alignment " << alignment);
+    CHECK(alignment >= 1);
+    CHECK(address % alignment == 0);
 
     // io_submit accepts the request; the error arrives in its completion.
     const Completed misaligned = run({AIO_KERNEL_READ, path, "--offset", "1"});
@@ -158,6 +170,27 @@ TEST_CASE("aio_copy failures: a clear message, exit 1, and no partial destinatio
     CHECK(run({AIO_KERNEL_COPY, directory / "source", directory / "copy", "--depth", "1000000"}).status.describe() ==
           "exit 1");
     CHECK(file_content(directory / "copy") == "keep me");
+}
+
+TEST_CASE("aio_copy finishes a short write: under a file size limit inside the last block, the rest is written "
+          "again, fails with EFBIG, and DST is removed") {
+    TemporaryDirectory directory;
+    write_file(directory / "source", random_bytes(4 << 20, 13));
+    // The last block starts at 3 MiB; the limit lets 1 MiB - 1024 bytes of
+    // it in. Taken for a whole block, that short write would end a "copy"
+    // 1024 bytes short with exit 0.
+    StartOptions limited;
+    limited.rlimit_fsize = (4 << 20) - 1024;
+    const std::string destination = directory / "copy";
+    const Completed copy = run({AIO_KERNEL_COPY, directory / "source", destination, "--depth", "4"}, limited);
+    INFO(copy.out << copy.err);
+    CHECK(copy.status.describe() == "exit 1");  // not killed by SIGXFSZ
+    CHECK(copy.out.find("write offset 3145728: res 1047552\n") != std::string::npos);  // short ...
+    CHECK(copy.out.find("write offset 4193280: res -27\n") != std::string::npos);      // ... the rest, again
+    CHECK(copy.err.find("aio_copy: write " + destination + " at offset 4193280: res -27: File too large [EFBIG]\n") !=
+          std::string::npos);
+    CHECK(copy.err.find("aio_copy: the copy failed; " + destination + " removed\n") != std::string::npos);
+    CHECK_FALSE(exists(destination));
 }
 
 TEST_CASE("strace: aio_copy uses io_setup, io_submit, io_getevents and io_destroy, and never pread64 or pwrite64") {

@@ -244,6 +244,27 @@ TEST_CASE("aio_copy with lio_listio fails cleanly: a clear message, exit 1, and 
     CHECK_FALSE(exists(directory / "copy"));
 }
 
+TEST_CASE("aio_copy finishes a short write: under a file size limit inside the last block, the rest is written "
+          "again, fails with EFBIG, and DST is removed") {
+    TemporaryDirectory directory;
+    write_file(directory / "source", random_bytes(4 << 20, 14));
+    // The last block starts at 3 MiB; the limit lets 1 MiB - 1024 bytes of
+    // it in. aio_return says 1047552: taken for a whole block, that would end
+    // a "copy" 1024 bytes short with exit 0.
+    StartOptions limited;
+    limited.rlimit_fsize = (4 << 20) - 1024;
+    const std::string destination = directory / "copy";
+    const Completed copy = run({AIO_POSIX_COPY, directory / "source", destination, "--depth", "4"}, limited);
+    INFO(copy.out << copy.err);
+    CHECK(copy.status.describe() == "exit 1");  // not killed by SIGXFSZ
+    CHECK(copy.out.find("write offset 3145728: aio_return 1047552\n") != std::string::npos);  // short ...
+    CHECK(copy.out.find("write offset 4193280: aio_return -1\n") != std::string::npos);       // ... the rest, again
+    CHECK(copy.err.find("aio_copy: write " + destination + " at offset 4193280: aio_error: File too large [EFBIG]\n") !=
+          std::string::npos);
+    CHECK(copy.err.find("aio_copy: the copy failed; " + destination + " removed\n") != std::string::npos);
+    CHECK_FALSE(exists(destination));
+}
+
 TEST_CASE("strace -f: glibc's helper threads do the pread64 and pwrite64, not the main thread") {
     skip_unless_strace_available();
     TemporaryDirectory directory;
