@@ -1,5 +1,7 @@
 #include "grade/fingerprint.hpp"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 
@@ -190,7 +192,44 @@ Session traced_session(const conformance::ServerUnderTest& server, const std::st
     unique_fd big = connect_to(running.port);
     check(exchange(big.get(), payload, chunks, true, 3s), payload, true);
     big.reset();
-    session.messages = 6 + static_cast<int>(chunks.size());  // "one", "two", "three" from two clients, then the chunks
+    // A client with a small receive buffer that sends 6 MiB before it reads:
+    // more than the socket buffers hold, so the server's sends find no room,
+    // and its waiting to write (EPOLLOUT, POLLOUT, a write set) shows in the
+    // trace too.
+    // A blocking server stops reading once its send blocks: the client then
+    // stops sending after 300 ms without room, and sends the rest while it
+    // reads.
+    // (Not for io_uring: a reader that slow makes the server enter the
+    // kernel for each few completions, and its rule counts those calls
+    // against the messages.)
+    const std::string late = server.io_uring ? std::string() : random_bytes(6 << 20, server.seed + 43);
+    unique_fd late_reader = late.empty() ? unique_fd{} : connect_to(running.port, 4096);
+    std::size_t sent = 0;
+    int late_sends = 0;
+    if (late_reader) {
+        const int flags = ::fcntl(late_reader.get(), F_GETFL);
+        ::fcntl(late_reader.get(), F_SETFL, flags | O_NONBLOCK);
+        pollfd room{late_reader.get(), POLLOUT, 0};
+        while (sent < late.size() && ::poll(&room, 1, 300) == 1) {
+            const ssize_t n = ::send(late_reader.get(), late.data() + sent, late.size() - sent, MSG_NOSIGNAL);
+            if (n <= 0 && errno != EAGAIN) {
+                break;
+            }
+            sent += n > 0 ? static_cast<std::size_t>(n) : 0;
+            late_sends += n > 0;
+        }
+        ::fcntl(late_reader.get(), F_SETFL, flags);
+    }
+    const std::string rest = late.substr(sent);
+    const std::vector<std::size_t> rest_chunks =
+        rest.empty() ? std::vector<std::size_t>{} : random_chunks(rest.size(), 65536, server.seed + 44);
+    if (late_reader) {
+        const Exchange echo = exchange(late_reader.get(), rest, rest_chunks, true, 10s);
+        session.wrong_echoes += echo.received != late || !echo.eof;
+        late_reader.reset();
+    }
+    // "one", "two", "three" from two clients, the chunks, and the late reader's sends
+    session.messages = 6 + static_cast<int>(chunks.size()) + late_sends + static_cast<int>(rest_chunks.size());
 
     session.trace = stop_and_read(running, trace_file, keep_trace_in);
     for (const Syscall& call : session.trace.calls) {

@@ -463,10 +463,15 @@ std::optional<std::uint64_t> summary_count(std::string_view summary, std::string
 
 // ---- clients -------------------------------------------------------------
 
-unique_fd connect_to(std::uint16_t port) {
+unique_fd connect_to(std::uint16_t port, int receive_buffer) {
     unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!fd) {
         return fd;
+    }
+    // Set before connect: the window a socket advertises cannot shrink later.
+    if (receive_buffer > 0 &&
+        ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer) == -1) {
+        return unique_fd{};
     }
     sockaddr_in address{};
     address.sin_family = AF_INET;

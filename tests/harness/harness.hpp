@@ -133,8 +133,10 @@ std::optional<std::uint64_t> summary_count(std::string_view summary, std::string
 
 // ---- clients -------------------------------------------------------------
 
-// A blocking TCP connection to 127.0.0.1:port (REQUIREs success).
-unique_fd connect_to(std::uint16_t port);
+// A blocking TCP connection to 127.0.0.1:port (REQUIREs success), with
+// SO_RCVBUF set to `receive_buffer` bytes before connect if it is not 0:
+// a small one makes the server's sends find little room.
+unique_fd connect_to(std::uint16_t port, int receive_buffer = 0);
 
 // Deterministic pseudo-random bytes (all 256 values, NUL included).
 std::string random_bytes(std::size_t size, std::uint32_t seed);
