@@ -13,10 +13,11 @@ A transcript is a fenced block whose info string is `console`:
 - The lines up to the next command are lines it prints, in that order.
   Other lines may come before, between and after them: a transcript shows
   the lines that matter. Leading and trailing blanks are not compared, and
-  a run of blanks matches any run of blanks (columns move with their numbers). In them, `...` stands for any text, `N` for any
-  number, and a word that ends in PORT or PID (PORT, PORT2, SERVERPID) for
-  a number that later commands use: the runner puts the number it saw in
-  their place. A line that starts with `#` is a comment.
+  a run of blanks matches any run of blanks (columns move with their
+  numbers). In them, `...` stands for any text, `N` for any number, and a
+  word that ends in PORT or PID (PORT, PORT2, SERVERPID) for a number that
+  later commands use: the runner puts the number it saw last in their
+  place. A line that starts with `#` is a comment.
 - A command's exit status must be 0, unless the line `(exit status N)`
   follows it.
 - A command that ends in `&` runs in the background, as in a second
@@ -25,7 +26,8 @@ A transcript is a fenced block whose info string is `console`:
 
 Every console block under one heading is one session: one bash, with job
 control, in a scratch directory where build/ and the source tree are
-linked. A numbered list item (an exercise) starts a session of its own.
+linked. Under a heading "Exercises", each numbered item starts a session
+of its own.
 At its end, every process the session started is stopped and the scratch
 directory removed.
 
@@ -42,11 +44,12 @@ An HTML comment right before a block sets the session's options:
     copy            run in a copy of the source tree with no build/ (a fresh clone)
 
 usage:
-    transcripts.py --list FILE...                  one line per session: FILE<TAB>NAME<TAB>LABEL
+    transcripts.py --list FILE...                  one line per session: FILE<TAB>NAME<TAB>LABEL<TAB>CTEST TIMEOUT
     transcripts.py --check FILE...                 every command block is a transcript or not-run
     transcripts.py --run FILE NAME --build DIR     run one session; exit 0, 1 (failed) or 77 (skipped)
 """
 
+import errno
 import os
 import re
 import select
@@ -136,7 +139,7 @@ def read_markdown(file):
             continue
         if m := HEADING.match(line):
             heading, item, current = m.group(2).replace("`", ""), None, None
-        elif m := LIST_ITEM.match(line):
+        elif (m := LIST_ITEM.match(line)) and heading.startswith("Exercises"):
             title = (m.group(2) or "").rstrip(".").replace("`", "")
             item = f"{m.group(1)}. {title}".strip()
             current = None
@@ -176,7 +179,10 @@ def read_markdown(file):
 SHELL_LOOP = r"""
 set -m
 exec 2>&1
-while IFS= read -r -d '' __command < "$TRANSCRIPT_FIFO"; do
+while :; do
+    # An empty read: the runner's last write end closed after this shell
+    # had opened the fifo again. Open it again: the next command comes.
+    IFS= read -r -d '' __command < "$TRANSCRIPT_FIFO" || continue
     eval "$__command"
     printf '\036%d\036' "$?"
 done
@@ -190,7 +196,8 @@ class Shell:
         self.fifo = os.path.join(directory, ".transcript-commands")
         os.mkfifo(self.fifo)
         self.marker = marker
-        env = dict(os.environ, TRANSCRIPT_FIFO=self.fifo, LC_ALL="C.UTF-8")
+        # TMPDIR: a scratch copy made with mktemp goes with the session.
+        env = dict(os.environ, TRANSCRIPT_FIFO=self.fifo, LC_ALL="C.UTF-8", TMPDIR=directory)
         env["IOMODELS_TRANSCRIPT"] = marker
         self.process = subprocess.Popen(
             ["bash", "--noprofile", "--norc", "-c", SHELL_LOOP], cwd=directory, env=env,
@@ -210,8 +217,18 @@ class Shell:
         self.read(0)
         start = len(self.output)
         self.commands.append((start, command))
-        with open(self.fifo, "w") as f:
-            f.write(command + "\0")
+        while True:  # no reader yet (ENXIO): the shell is between two commands, or has exited
+            try:
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as e:
+                if e.errno != errno.ENXIO or self.process.poll() is not None:
+                    raise LookupError(f"the session's shell has exited (status {self.process.poll()})") from e
+                time.sleep(0.01)
+        try:
+            os.write(fd, (command + "\0").encode())
+        finally:
+            os.close(fd)
         return start
 
     def transcript(self):
@@ -262,9 +279,9 @@ def pattern(line, captures):
         elif token == "N":
             out.append(r"-?\d+(?:\.\d+)?")
         elif re.fullmatch(CAPTURE_WORD, token):
-            if token in captures:
-                out.append(re.escape(captures[token]))
-            elif token in names:
+            # A number printed again binds the name again: a second server
+            # started in the session prints its own PORT.
+            if token in names:
                 out.append(f"(?P={token})")
             else:
                 names.append(token)
@@ -321,13 +338,18 @@ def io_uring_allowed():
         return True
 
 
+def scratch_file(name):
+    """The names .gitignore gives the transcripts' scratch files."""
+    return bool(re.fullmatch(r"trace.*\.txt|ready|.*\.(data|out|log)", name))
+
+
 def scratch_directory(source, build, copy):
     """A directory that looks like the top of the tree: the sources and
     build/ linked, or (copy) the sources copied and no build/ yet."""
     directory = tempfile.mkdtemp(prefix="iomodels-transcript.")
     for entry in os.listdir(source):
-        if entry.startswith(("build", ".git")):
-            continue
+        if entry.startswith(("build", ".git")) or scratch_file(entry):
+            continue  # a reader's scratch files at the top stay out: each session has its own
         there, here = os.path.join(source, entry), os.path.join(directory, entry)
         if not copy:
             os.symlink(there, here)
@@ -407,7 +429,9 @@ def main(argv):
         for file in argv[1:]:
             sessions, _ = read_markdown(file)
             for s in sessions:
-                print(f"{file}\t{s.name}\t{s.options.get('label', 'readme')}")
+                # ctest's timeout: room for a few slow commands beyond the session's own
+                timeout = max(240, 4 * int(float(s.options.get("timeout", "20"))))
+                print(f"{file}\t{s.name}\t{s.options.get('label', 'readme')}\t{timeout}")
         return 0
     if len(argv) >= 2 and argv[0] == "--check":
         problems = [p for file in argv[1:] for p in read_markdown(file)[1]]

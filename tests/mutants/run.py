@@ -19,8 +19,9 @@ back out and rebuilds. A mutant passes when it is caught: by a failing
 test, and by the grader's named FAIL where it has a Grade line.
 
 usage:
-    run.py [--dir DIR] [NAME...]     run the catalogue (or the named mutants) in DIR
-                                     (default: build-mutants/ at the top of the tree)
+    run.py [--dir DIR] [--share K/N] [NAME...]
+                                     run the catalogue (or the named mutants, or every Nth
+                                     from the Kth) in DIR (default: build-mutants/ at the top)
     run.py --check                   only check that every patch applies to this tree
     run.py --list                    the catalogue: name, title, tests, grade
 """
@@ -134,8 +135,10 @@ def grade(mutant, build_dir):
     model, *options = shlex.split(mutant.fields["Grade"])
     program, *arguments = mutant.fields["Grade-program"].split()
     grader = os.path.join(build_dir, "tests", "grade", "grade")
-    result = run([grader, model, *options, "--", os.path.join(build_dir, program), "{port}", "--quiet", *arguments],
-                 timeout=900)
+    # At the contract level the grader starts COMMAND 0 --quiet itself.
+    contract = "contract" in options
+    port = [] if contract else ["{port}", "--quiet"]
+    result = run([grader, model, *options, "--", os.path.join(build_dir, program), *port, *arguments], timeout=900)
     wanted = mutant.fields.get("Grade-fails", "")
     fails = [l.strip() for l in result.stdout.splitlines() if l.startswith("FAIL")]
     hit = [l for l in fails if wanted in l]
@@ -195,9 +198,16 @@ def main(argv):
         print(f"{len(mutants) - bad} of {len(mutants)} mutants apply")
         return 1 if bad else 0
     directory = os.path.join(SOURCE, "build-mutants")
-    if argv[:1] == ["--dir"]:
-        directory, argv = os.path.abspath(argv[1]), argv[2:]
+    share = None
+    while argv[:1] in (["--dir"], ["--share"]):
+        if argv[0] == "--dir":
+            directory = os.path.abspath(argv[1])
+        else:
+            share = tuple(int(n) for n in argv[1].split("/"))
+        argv = argv[2:]
     mutants = catalogue(argv)
+    if share:  # K/N: every Nth mutant from the Kth, a share of the catalogue that CI rotates
+        mutants = [m for i, m in enumerate(mutants) if i % share[1] == share[0] % share[1]]
     tree, build_dir = os.path.join(directory, "src"), os.path.join(directory, "build")
     started = time.monotonic()
     print(f"copying the tree to {tree} and building it in {build_dir}", flush=True)
