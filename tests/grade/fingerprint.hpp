@@ -32,7 +32,6 @@ struct Session {
     // server's own UDP sockets (socket(..., SOCK_DGRAM, ...)).
     std::set<std::string> clients;
     int wrong_echoes = 0;  // exchanges of the workload that did not come back whole
-    int messages = 0;      // the workload's messages and chunks, each one send() of a client
 };
 
 // Starts `server` under strace -f (as the conformance suite starts it: with

@@ -139,9 +139,8 @@ const std::map<std::string_view, std::string_view> hints{
      "submit an IOCB_CMD_POLL request per socket with io_submit, then io_getevents (09-aio-kernel README)"},
     {"aio-posix: glibc's AIO threads read the client sockets (pread64, then read on ESPIPE), not the one that accepts",
      "read with aio_read and write with aio_write: glibc's threads do it (10-aio-posix README)"},
-    {"io-uring: an io_uring instance, no recv or send system calls on client sockets, and fewer io_uring_enter calls "
-     "than messages",
-     "submit RECV and SEND requests, and submit and reap a batch per io_uring_enter (09-aio-kernel README, "
+    {"io-uring: an io_uring instance, and no recv or send system calls on client sockets",
+     "submit RECV and SEND requests: the kernel waits and copies, not a system call of yours (09-aio-kernel README, "
      "uring_server)"},
 };
 
